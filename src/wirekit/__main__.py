@@ -1,0 +1,5 @@
+import sys
+
+from wirekit.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Live capture and recording of relayed traffic."""

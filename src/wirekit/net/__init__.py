@@ -1,0 +1,1 @@
+"""Socket I/O: the only layer that touches asyncio transports."""

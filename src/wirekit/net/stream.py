@@ -1,0 +1,181 @@
+"""A connected byte stream: what ``wirekit.connect`` returns and what a ``serve`` handler gets.
+
+It wraps an asyncio StreamReader/StreamWriter pair and speaks wirekit errors only.
+Reads return ``b""`` at end of stream; the ``recv_*`` helpers that need a definite
+amount raise :class:`~wirekit.errors.PeerClosed` (holding what did arrive) instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from types import TracebackType
+
+from wirekit.address import Address
+from wirekit.errors import PeerClosed, ReadTimeout, UsageError
+from wirekit.net._errors import io_errors
+
+__all__ = ["Connection"]
+
+DEFAULT_CHUNK = 65536
+
+
+class Connection:
+    """One connected TCP (or TLS) stream.  Use ``async with`` or call :meth:`aclose`."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        peer: Address,
+        local: Address,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.peer = peer
+        self.local = local
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self._write_closed = False
+
+    @classmethod
+    def from_streams(
+        cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str = "tcp"
+    ) -> Connection:
+        """Wrap a stream pair, reading both addresses from its socket."""
+        return cls(reader, writer, peer=_sockname(writer, "peername", scheme),
+                   local=_sockname(writer, "sockname", scheme))
+
+    @property
+    def writer(self) -> asyncio.StreamWriter:
+        return self._writer
+
+    @property
+    def at_eof(self) -> bool:
+        return self._reader.at_eof()
+
+    # -- sending -----------------------------------------------------------------------
+    async def send(self, data: bytes) -> None:
+        """Send all of ``data``, waiting while the peer is slow to read."""
+        if self._write_closed:
+            raise UsageError("cannot send: the write side was shut down")
+        with io_errors(self.peer.host, self.peer.port):
+            self._writer.write(data)
+            await self._writer.drain()
+        self.bytes_sent += len(data)
+
+    async def sendline(self, data: bytes | str) -> None:
+        if isinstance(data, str):
+            data = data.encode()
+        await self.send(data + b"\n")
+
+    async def shutdown_write(self) -> None:
+        """Half-close: send FIN, keep receiving until the peer closes its side."""
+        if self._write_closed:
+            return
+        self._write_closed = True
+        with io_errors(self.peer.host, self.peer.port):
+            await self._writer.drain()
+            if self._writer.can_write_eof():
+                self._writer.write_eof()
+
+    # -- receiving ---------------------------------------------------------------------
+    async def recv(self, max_bytes: int = DEFAULT_CHUNK, *, timeout: float | None = None) -> bytes:
+        """Up to ``max_bytes`` as soon as any arrive; ``b""`` once the peer has closed."""
+        data = await self._read(self._reader.read(max_bytes), timeout)
+        self.bytes_received += len(data)
+        return data
+
+    async def recv_exactly(self, n: int, *, timeout: float | None = None) -> bytes:
+        try:
+            data = await self._read(self._reader.readexactly(n), timeout)
+        except asyncio.IncompleteReadError as exc:
+            self.bytes_received += len(exc.partial)
+            raise PeerClosed(
+                f"{self.peer.hostport} closed after {len(exc.partial)} of {n} bytes",
+                partial=exc.partial,
+            ) from None
+        self.bytes_received += len(data)
+        return data
+
+    async def recv_until(
+        self, delimiter: bytes, *, timeout: float | None = None, max_bytes: int = 1 << 20
+    ) -> bytes:
+        """Everything up to and including ``delimiter``."""
+        try:
+            data = await self._read(self._reader.readuntil(delimiter), timeout)
+        except asyncio.IncompleteReadError as exc:
+            self.bytes_received += len(exc.partial)
+            raise PeerClosed(
+                f"{self.peer.hostport} closed before sending {delimiter!r}", partial=exc.partial
+            ) from None
+        except asyncio.LimitOverrunError:
+            raise PeerClosed(
+                f"no {delimiter!r} from {self.peer.hostport} in the first "
+                f"{self._reader._limit} bytes"  # type: ignore[attr-defined]
+            ) from None
+        if len(data) > max_bytes:
+            raise PeerClosed(f"no {delimiter!r} within {max_bytes} bytes", partial=data)
+        self.bytes_received += len(data)
+        return data
+
+    async def recvline(self, *, timeout: float | None = None) -> bytes:
+        """One line including its ``\\n``."""
+        return await self.recv_until(b"\n", timeout=timeout)
+
+    async def recv_all(self, *, timeout: float | None = None) -> bytes:
+        """Everything until the peer closes."""
+        data = await self._read(self._reader.read(), timeout)
+        self.bytes_received += len(data)
+        return data
+
+    async def _read(self, aw: object, timeout: float | None) -> bytes:
+        with io_errors(self.peer.host, self.peer.port):
+            try:
+                return await asyncio.wait_for(aw, timeout)  # type: ignore[arg-type]
+            except TimeoutError:
+                raise ReadTimeout(
+                    f"no data from {self.peer.hostport} within {timeout:g}s"
+                ) from None
+
+    # -- closing -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Close without waiting (safe to call more than once)."""
+        self._writer.close()
+
+    def abort(self) -> None:
+        """Close with a reset (RST) instead of a FIN."""
+        sock = self._writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self._writer.transport.abort()
+
+    async def aclose(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(OSError, TimeoutError):  # the connection is gone either way
+            await asyncio.wait_for(self._writer.wait_closed(), 5)
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.local.hostport} -> {self.peer}>"
+
+
+def _sockname(writer: asyncio.StreamWriter, which: str, scheme: str) -> Address:
+    name = writer.get_extra_info(which)
+    if isinstance(name, tuple) and len(name) >= 2:
+        return Address(scheme, str(name[0]), int(name[1]))
+    return Address("unix", path=str(name or ""))

@@ -1,0 +1,1 @@
+"""SSH tunnels and the embedded server (the only place that imports asyncssh)."""

@@ -1,0 +1,1 @@
+"""TLS with secure defaults: contexts, certificates, chain inspection, verdicts."""

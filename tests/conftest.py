@@ -1,0 +1,129 @@
+"""Shared test machinery: peer tools, wirekit subprocesses, waiting on conditions."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REQUIRE_PEERS = os.environ.get("WIREKIT_REQUIRE_PEERS") == "1"
+LISTENING = re.compile(r"listening on (\w+)://(\[[^\]]+\]|[^:\s]+):(\d+)")
+
+
+def need_peer(name: str) -> str:
+    """Path of the peer tool ``name``; skip the test without it (fail under CI)."""
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        message = f"peer tool {name!r} is not installed (.ci/run installs it)"
+        if REQUIRE_PEERS:
+            pytest.fail(message + " and WIREKIT_REQUIRE_PEERS=1")
+        pytest.skip(message)
+    return path
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition"):
+    """Poll ``predicate`` until truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+class WirekitProcess:
+    """``python -m wirekit ARGS`` in a subprocess, with its stderr collected in a thread."""
+
+    def __init__(self, args: list[str], *, stdin: int | None = subprocess.DEVNULL,
+                 env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wirekit", *args],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
+        self.stderr_lines: list[str] = []
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.stderr_lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.stderr_lines)
+
+    def wait_line(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
+        regex = re.compile(pattern)
+
+        def found() -> re.Match[str] | None:
+            for line in list(self.stderr_lines):
+                m = regex.search(line)
+                if m:
+                    return m
+            if self.proc.poll() is not None:
+                self._reader.join(1)
+                pytest.fail(f"wirekit {' '.join(self.args)} exited {self.proc.returncode} "
+                            f"before printing {pattern!r}; stderr:\n{self.stderr}")
+            return None
+
+        return wait_for(found, timeout, f"{pattern!r} from wirekit {' '.join(self.args)}")
+
+    def listening(self, timeout: float = 10.0) -> tuple[str, str, int]:
+        """Wait for the ``listening on`` line; returns (scheme, host, port)."""
+        m = self.wait_line(LISTENING.pattern, timeout)
+        return m.group(1), m.group(2).strip("[]"), int(m.group(3))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._reader.join(1)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._reader.join(1)
+        for stream in (self.proc.stdout, self.proc.stdin, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def wirekit_proc() -> Iterator[Callable[..., WirekitProcess]]:
+    """Start wirekit subprocesses; every one is killed at the end of the test."""
+    started: list[WirekitProcess] = []
+
+    def start(*args: str, **kwargs: object) -> WirekitProcess:
+        p = WirekitProcess(list(args), **kwargs)  # type: ignore[arg-type]
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.kill()
+
+
+@pytest.fixture
+def tmp(tmp_path: Path) -> Path:
+    return tmp_path
