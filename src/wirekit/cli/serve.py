@@ -1,0 +1,152 @@
+"""``wirekit serve SERVICE [ADDRESS]``: the shell around :func:`wirekit.net.server.serve`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+
+import click
+
+from wirekit.address import Address, parse_address
+from wirekit.net.acl import AccessList
+from wirekit.net.gate import DEFAULT_GRACE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNS, Limits
+from wirekit.net.runtime import run, stop_signals, uvloop_available
+from wirekit.net.server import DEFAULT_PORT, ConnectionEvent, raise_nofile_limit
+from wirekit.net.server import serve as serve_api
+from wirekit.net.services import SERVICES, get_service
+
+__all__ = ["serve"]
+
+_SERVICE_LIST = "\n".join(f"  {name:<8} {s.summary}" + ("" if s.udp else " (TCP only)")
+                          for name, s in SERVICES.items())
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    service: str
+    address: Address
+    limits: Limits
+    quiet: bool
+    verbose: bool
+    json: bool
+
+
+def _format_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"  # pragma: no cover
+
+
+class Reporter:
+    """Renders server events: human lines on stderr, or JSON objects on stdout."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+
+    def status(self, text: str, *, detail: bool = False) -> None:
+        if self.config.quiet or (detail and not self.config.verbose):
+            return
+        click.echo(text, err=True)
+
+    def emit(self, obj: dict[str, object]) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    def event(self, ev: ConnectionEvent) -> None:
+        if self.config.json:
+            self.emit(ev.to_dict())
+            return
+        if self.config.quiet:
+            return
+        if ev.ended == "refused":
+            click.echo(f"{ev.peer.hostport} refused: {ev.detail}", err=True)
+            return
+        if ev.ended == "datagram":
+            if self.config.verbose:
+                click.echo(f"{ev.peer} datagram: in {_format_bytes(ev.bytes_in)}, "
+                           f"out {_format_bytes(ev.bytes_out)}", err=True)
+            return
+        detail = f" ({ev.detail})" if ev.detail else ""
+        click.echo(f"{ev.peer.hostport} {ev.ended}{detail}: in {_format_bytes(ev.bytes_in)}, "
+                   f"out {_format_bytes(ev.bytes_out)}, {ev.duration:.3f}s", err=True)
+
+
+async def _serve(config: ServeConfig, reporter: Reporter) -> None:
+    server = await serve_api(config.service, config.address, limits=config.limits,
+                             on_event=reporter.event)
+    async with stop_signals() as stop:
+        if config.json:
+            reporter.emit({"event": "listening", "service": server.service,
+                           "address": str(server.address)})
+        # The one line scripts and tests wait for, even with -q (port 0 needs it).
+        click.echo(f"wirekit serve {server.service}: listening on {server.address}", err=True)
+        if not server.address.is_loopback:
+            reporter.status(f"warning: {server.service} is plaintext and listening on "
+                            f"{server.address.hostport}, which other machines may reach; "
+                            "use --allow to restrict who may connect")
+        reporter.status(f"limits: --max-conns {config.limits.max_conns}, --idle-timeout "
+                        f"{config.limits.idle_timeout:g}s, event loop: "
+                        f"{'uvloop' if uvloop_available() else 'asyncio'}", detail=True)
+        try:
+            await stop.wait()
+        finally:
+            open_now = server.active
+            if open_now:
+                reporter.status(f"stopping: waiting up to {config.limits.grace:g}s for "
+                                f"{open_now} open connection(s)")
+            await server.aclose()
+    reporter.status(f"stopped: {server.accepted} connection(s) served, "
+                    f"{server.refused} refused", detail=True)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]},
+               epilog="\b\nServices:\n" + _SERVICE_LIST)
+@click.argument("service", metavar="SERVICE")
+@click.argument("address", required=False, default="tcp://127.0.0.1:12345")
+@click.option("--max-conns", type=click.IntRange(min=1), default=DEFAULT_MAX_CONNS,
+              show_default=True, help="Connections open at once; more are refused at once.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_IDLE_TIMEOUT, show_default=True, metavar="S",
+              help="Close a connection with no traffic either way for S seconds.")
+@click.option("--grace", type=click.FloatRange(min=0), default=DEFAULT_GRACE,
+              show_default=True, metavar="S",
+              help="On Ctrl-C/SIGTERM, let open connections finish for up to S seconds.")
+@click.option("--allow", "allow", multiple=True, metavar="CIDR",
+              help="Admit only peers in CIDR (repeatable; IPv4 or IPv6).")
+@click.option("--deny", "deny", multiple=True, metavar="CIDR",
+              help="Refuse peers in CIDR (repeatable; deny wins over --allow).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the 'listening on' line.")
+@click.option("-v", "--verbose", is_flag=True, help="Also print limits, datagrams, a summary.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Events as JSON objects, one per line, on stdout.")
+def serve(service: str, address: str, max_conns: int, idle_timeout: float, grace: float,
+          allow: tuple[str, ...], deny: tuple[str, ...], quiet: bool, verbose: bool,
+          as_json: bool) -> None:
+    """Serve a built-in SERVICE on ADDRESS (default tcp://127.0.0.1:12345).
+
+    Prints "listening on SCHEME://HOST:PORT" once bound (port 0 picks a free port), then
+    one line per finished connection: peer, bytes each way, duration, how it ended.
+    Ctrl-C or SIGTERM stops accepting at once and lets open connections finish for up to
+    --grace seconds.
+
+    \b
+    Examples:
+      wirekit serve time                      # the chapter's time server on :12345
+      wirekit serve echo :0                   # echo on a free loopback port
+      wirekit serve echo udp://:9999          # UDP echo
+      wirekit serve http :8080                # then: curl http://127.0.0.1:8080/
+      wirekit serve chargen 0.0.0.0:1900 --allow 10.0.0.0/8 --max-conns 50
+      wirekit serve daytime [::1]:1300 --json
+    """
+    config = ServeConfig(
+        service=get_service(service).name,
+        address=parse_address(address, default_port=DEFAULT_PORT, schemes=("tcp", "udp")),
+        limits=Limits(max_conns=max_conns, idle_timeout=idle_timeout, grace=grace,
+                      acl=AccessList.from_strings(allow, deny)),
+        quiet=quiet, verbose=verbose, json=as_json,
+    )
+    raise_nofile_limit()
+    run(_serve(config, Reporter(config)))
