@@ -93,6 +93,7 @@ async def _serve(config: ServeConfig, reporter: Reporter) -> None:
         try:
             await stop.wait()
         finally:
+            server.close()  # stop accepting at once, then report and drain
             open_now = server.active
             if open_now:
                 reporter.status(f"stopping: waiting up to {config.limits.grace:g}s for "
