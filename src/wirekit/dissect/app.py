@@ -1,0 +1,188 @@
+"""Application layer of a finished conversation: HTTP/1.x, TLS, DNS, or a hexdump excerpt.
+
+Called once per conversation with the reassembled (capped) bytes in capture order; results
+go to the ``Summary``'s ``http``/``tls``/``dns`` lists and the conversation's ``app`` and
+``app_detail``.  A parser error does not stop the inspection: it is noted on the
+conversation (``app_detail["error"]``) and what was decoded before it is kept.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from wirekit.dissect.dns import parse_dns
+from wirekit.dissect.http1 import HttpParser, HttpRequest, HttpResponse, looks_like_http_request
+from wirekit.errors import ParseError
+
+if TYPE_CHECKING:
+    from wirekit.dissect.conversations import Conversation
+    from wirekit.dissect.summary import Summary
+
+__all__ = ["analyse", "is_dns_port"]
+
+_DNS_PORTS = frozenset({53, 5353, 5355})
+EXCERPT = 64
+
+
+def is_dns_port(sport: int, dport: int) -> bool:
+    return sport in _DNS_PORTS or dport in _DNS_PORTS
+
+
+def analyse(conv: Conversation, summary: Summary) -> None:
+    if conv.proto == "udp":
+        _udp(conv, summary)
+        return
+    chunks = conv.chunks
+    if not chunks:
+        return
+    first = {d: c for d, c in reversed(chunks)}  # first chunk of each direction
+    c2s, s2c = first.get(0, b""), first.get(1, b"")
+    if looks_like_http_request(c2s):
+        _http(conv, summary)
+    elif _looks_like_tls(c2s) or (not c2s and _looks_like_tls(s2c)):
+        _tls(conv, summary)
+    else:
+        conv.app = "data"
+        conv.app_detail = {"client": conv.stream(0)[:EXCERPT].hex(),
+                           "server": conv.stream(1)[:EXCERPT].hex()}
+
+
+def _looks_like_tls(data: bytes) -> bool:
+    return len(data) >= 3 and data[0] in (0x14, 0x15, 0x16, 0x17) and data[1] == 3
+
+
+def _http(conv: Conversation, summary: Summary) -> None:
+    conv.app = "http"
+    requests = HttpParser("request")
+    responses = HttpParser("response")
+    reqs: list[HttpRequest] = []
+    resps: list[HttpResponse] = []
+    error = None
+    try:
+        requests.feed(conv.stream(0))
+        for ev in requests.events():
+            assert isinstance(ev, HttpRequest)
+            reqs.append(ev)
+            responses.expect(ev.method)
+    except ParseError as exc:
+        error = f"requests: {exc}"
+    try:
+        responses.feed(conv.stream(1))
+        evs = list(responses.events())
+        if not conv.reasm or all(r is None or not r.dropped for r in conv.reasm):
+            evs += list(responses.close())
+        resps = [r for r in evs if isinstance(r, HttpResponse) and not 100 <= r.status < 200]
+    except ParseError as exc:
+        error = (error + "; " if error else "") + f"responses: {exc}"
+    for i in range(max(len(reqs), len(resps))):
+        req = reqs[i] if i < len(reqs) else None
+        resp = resps[i] if i < len(resps) else None
+        entry: dict[str, Any] = {
+            "conversation": conv.id,
+            "method": req.method if req else None,
+            "uri": req.uri if req else None,
+            "host": req.header("host") if req else None,
+            "version": req.version if req else (resp.version if resp else None),
+            "request_headers": [list(h) for h in req.headers] if req else [],
+            "request_body_size": req.body_size if req else None,
+            "status": resp.status if resp else None,
+            "reason": resp.reason if resp else None,
+            "response_headers": [list(h) for h in resp.headers] if resp else [],
+            "response_body_size": resp.body_size if resp else None,
+        }
+        summary.http.append(entry)
+    conv.app_detail = {"requests": len(reqs), "responses": len(resps)}
+    if error:
+        conv.app_detail["error"] = error
+
+
+def _tls(conv: Conversation, summary: Summary) -> None:
+    conv.app = "tls"
+    try:
+        from wirekit.dissect import tls
+    except ImportError:  # pragma: no cover - the dissector ships with wirekit
+        conv.app_detail = {"error": "TLS dissector not available"}
+        return
+    context = tls.HandshakeContext()
+    sides = (tls.TLSDirection(context), tls.TLSDirection(context))
+    entry: dict[str, Any] = {"conversation": conv.id, "client_hello": None,
+                             "server_hello": None, "certificates": [],
+                             "new_session_ticket": None, "messages": [[], []],
+                             "alerts": []}
+    failed = [False, False]
+    error = None
+    for d, chunk in conv.chunks:
+        if failed[d]:
+            continue
+        try:
+            events = sides[d].feed(chunk)
+        except ParseError as exc:
+            failed[d] = True
+            error = f"{'client' if d == 0 else 'server'}: {exc}"
+            continue
+        for ev in events:
+            _tls_event(entry, d, ev, tls)
+    entry["records"] = [dict(sides[0].records), dict(sides[1].records)]
+    entry["application_bytes"] = [sides[0].application_bytes, sides[1].application_bytes]
+    if error:
+        entry["error"] = error
+    summary.tls.append(entry)
+    conv.app_detail = {"sni": (entry["client_hello"] or {}).get("sni"),
+                       "version": (entry["server_hello"] or {}).get("version"),
+                       "cipher_suite": (entry["server_hello"] or {}).get("cipher_suite")}
+    if error:
+        conv.app_detail["error"] = error
+
+
+def _tls_event(entry: dict[str, Any], d: int, ev: Any, tls: Any) -> None:
+    name = ev.type_name
+    if name != "ApplicationData":
+        entry["messages"][d].append(name)
+    if isinstance(ev, tls.ClientHello) and entry["client_hello"] is None:
+        entry["client_hello"] = {
+            "version": ev.supported_versions[0] if ev.supported_versions else
+            ev.to_dict()["version"],
+            "sni": ev.sni, "alpn": ev.alpn, "cipher_suites": ev.cipher_suite_names,
+            "extensions": [e.name for e in ev.extensions],
+        }
+    elif isinstance(ev, tls.ServerHello) and not ev.is_hello_retry_request:
+        sd = ev.to_dict()
+        entry["server_hello"] = {"version": sd["version"], "cipher_suite": sd["cipher_suite"],
+                                 "extensions": [e.name for e in ev.extensions]}
+    elif isinstance(ev, tls.Certificate):
+        entry["certificates"] = ev.to_dict()["certificates"]
+    elif isinstance(ev, tls.NewSessionTicket) and entry["new_session_ticket"] is None:
+        entry["new_session_ticket"] = ev.to_dict()
+    elif isinstance(ev, tls.Alert):
+        entry["alerts"].append(ev.to_dict())
+
+
+def _udp(conv: Conversation, summary: Summary) -> None:
+    payloads = conv.udp_payloads
+    if not payloads or not (payloads[0] or payloads[1]):
+        return
+    sport, dport = conv.client[1], conv.server[1]
+    if is_dns_port(sport, dport):
+        conv.app = "dns"
+        malformed = 0
+        for d in (0, 1):
+            for data in payloads[d]:
+                try:
+                    msg = parse_dns(data)
+                except ParseError:
+                    malformed += 1
+                    continue
+                summary.dns.append({
+                    "conversation": conv.id,
+                    "id": msg.id,
+                    "response": msg.response,
+                    "rcode": msg.rcode,
+                    "questions": [{"name": q.name, "type": q.type} for q in msg.questions],
+                    "answers": [{"name": a.name, "type": a.type, "ttl": a.ttl, "data": a.data}
+                                for a in msg.answers],
+                })
+        conv.app_detail = {"malformed": malformed} if malformed else {}
+        return
+    conv.app = "data"
+    conv.app_detail = {"client": b"".join(payloads[0])[:EXCERPT].hex(),
+                       "server": b"".join(payloads[1])[:EXCERPT].hex()}

@@ -1,0 +1,265 @@
+"""HTTP/1.x messages from a reassembled byte stream (sans-IO).
+
+Theory of operation
+-------------------
+One ``HttpParser`` per direction.  ``feed`` bytes, take ``events()``: an ``HttpRequest`` or
+``HttpResponse`` once its head *and* body have passed (the body is measured, not kept).
+States:  HEAD -> (BODY_LENGTH | CHUNK_SIZE -> CHUNK_DATA -> ... -> TRAILERS | UNTIL_CLOSE) ->
+HEAD.  A response's framing depends on the request it answers (HEAD, 1xx, 204, 304 have no
+body), so the response parser is told the request methods in order with ``expect(method)``.
+``close()`` ends a read-until-close body and reports it.  A head larger than ``max_head``
+or a malformed line raises ``ParseError`` with the stream offset.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from wirekit.errors import ParseError
+
+__all__ = ["HttpParser", "HttpRequest", "HttpResponse", "looks_like_http_request"]
+
+Headers = tuple[tuple[str, str], ...]
+_METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
+            b"CONNECT ", b"TRACE ")
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) (HTTP/\d\.\d)")
+_STATUS_LINE = re.compile(rb"(HTTP/\d\.\d) (\d{3})(?: (.*))?")
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def looks_like_http_request(data: bytes) -> bool:
+    return data.startswith(_METHODS)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    method: str
+    uri: str
+    version: str
+    headers: Headers
+    body_size: int
+    offset: int  # stream offset of the request line
+
+    def header(self, name: str) -> str | None:
+        return _header(self.headers, name)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    version: str
+    status: int
+    reason: str
+    headers: Headers
+    body_size: int
+    offset: int
+
+    def header(self, name: str) -> str | None:
+        return _header(self.headers, name)
+
+
+def _header(headers: Headers, name: str) -> str | None:
+    lname = name.lower()
+    for k, v in headers:
+        if k.lower() == lname:
+            return v
+    return None
+
+
+class HttpParser:
+    def __init__(self, role: str, *, max_head: int = 65536) -> None:
+        if role not in ("request", "response"):
+            raise ValueError("role is 'request' or 'response'")
+        self.role = role
+        self.max_head = max_head
+        self._buf = bytearray()
+        self._base = 0  # stream offset of _buf[0]
+        self._state = "HEAD"
+        self._remaining = 0
+        self._head: tuple[str, ...] | None = None
+        self._headers: Headers = ()
+        self._head_offset = 0
+        self._body = 0
+        self._methods: deque[str] = deque()
+        self._ready: list[HttpRequest | HttpResponse] = []
+
+    def expect(self, method: str) -> None:
+        """Tell a response parser that a request with ``method`` was sent."""
+        self._methods.append(method.upper())
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def events(self) -> Iterator[HttpRequest | HttpResponse]:
+        self._run()
+        ready, self._ready = self._ready, []
+        yield from ready
+
+    def close(self) -> Iterator[HttpRequest | HttpResponse]:
+        """The stream ended; finish a read-until-close body."""
+        self._run()
+        if self._state == "UNTIL_CLOSE":
+            self._body += len(self._buf)
+            self._consume(len(self._buf))
+            self._emit()
+        ready, self._ready = self._ready, []
+        yield from ready
+
+    @property
+    def pending(self) -> bool:
+        """True if a message has started but not finished."""
+        return self._state != "HEAD" or bool(self._buf)
+
+    # -- the state machine ---------------------------------------------------------------
+
+    def _consume(self, n: int) -> None:
+        del self._buf[:n]
+        self._base += n
+
+    def _run(self) -> None:
+        while True:
+            state = self._state
+            if state == "HEAD":
+                if not self._parse_head():
+                    return
+            elif state == "BODY_LENGTH":
+                take = min(self._remaining, len(self._buf))
+                self._body += take
+                self._remaining -= take
+                self._consume(take)
+                if self._remaining:
+                    return
+                self._emit()
+            elif state == "CHUNK_SIZE":
+                line = self._line()
+                if line is None:
+                    return
+                size_text = line.split(b";", 1)[0].strip()
+                try:
+                    size = int(size_text, 16)
+                except ValueError:
+                    raise ParseError(f"bad chunk size {size_text[:20]!r}",
+                                     offset=self._base) from None
+                if size == 0:
+                    self._state = "TRAILERS"
+                else:
+                    self._remaining, self._state = size, "CHUNK_DATA"
+            elif state == "CHUNK_DATA":
+                take = min(self._remaining, len(self._buf))
+                self._body += take
+                self._remaining -= take
+                self._consume(take)
+                if self._remaining:
+                    return
+                self._state = "CHUNK_END"
+            elif state == "CHUNK_END":
+                if len(self._buf) < 2:
+                    return
+                if self._buf[:2] != b"\r\n":
+                    raise ParseError("chunk not followed by CRLF", offset=self._base)
+                self._consume(2)
+                self._state = "CHUNK_SIZE"
+            elif state == "TRAILERS":
+                line = self._line()
+                if line is None:
+                    return
+                if not line:
+                    self._emit()
+            else:  # UNTIL_CLOSE
+                self._body += len(self._buf)
+                self._consume(len(self._buf))
+                return
+
+    def _line(self) -> bytes | None:
+        i = self._buf.find(b"\n")
+        if i < 0:
+            if len(self._buf) > self.max_head:
+                raise ParseError("line too long", offset=self._base)
+            return None
+        line = bytes(self._buf[:i]).rstrip(b"\r")
+        self._consume(i + 1)
+        return line
+
+    def _parse_head(self) -> bool:
+        # Tolerate blank lines between messages (RFC 9112 section 2.2).
+        while self._buf[:2] == b"\r\n" or self._buf[:1] == b"\n":
+            self._consume(2 if self._buf[:1] == b"\r" else 1)
+        end = self._buf.find(b"\r\n\r\n")
+        sep = 4
+        if end < 0:
+            end, sep = self._buf.find(b"\n\n"), 2
+        if end < 0:
+            if len(self._buf) > self.max_head:
+                raise ParseError(f"HTTP head longer than {self.max_head} bytes",
+                                 offset=self._base)
+            return False
+        raw = bytes(self._buf[:end]).replace(b"\r\n", b"\n").split(b"\n")
+        offset = self._base
+        first = raw[0]
+        regex = _REQUEST_LINE if self.role == "request" else _STATUS_LINE
+        m = regex.fullmatch(first)
+        if m is None:
+            raise ParseError(f"not an HTTP {self.role} line: {first[:40]!r}", offset=offset)
+        headers = []
+        for line in raw[1:]:
+            name, colon, value = line.partition(b":")
+            if not colon or not _TOKEN.fullmatch(name):
+                raise ParseError(f"malformed header line {line[:40]!r}", offset=offset)
+            headers.append((name.decode("latin-1"), value.strip().decode("latin-1")))
+        self._consume(end + sep)
+        self._head = tuple((g or b"").decode("latin-1") for g in m.groups())
+        self._headers = tuple(headers)
+        self._head_offset = offset
+        self._body = 0
+        self._frame()
+        return True
+
+    def _frame(self) -> None:
+        headers = self._headers
+        te = (_header(headers, "transfer-encoding") or "").lower()
+        cl = _header(headers, "content-length")
+        assert self._head is not None
+        if self.role == "response":
+            status = int(self._head[1])
+            if 100 <= status < 200 and status != 101:
+                self._state = "HEAD"  # interim: no body, and the request is still open
+                self._ready.append(self._message())
+                return
+            method = self._methods.popleft() if self._methods else "GET"
+            if method == "HEAD" or status in (204, 304) or (
+                    method == "CONNECT" and 200 <= status < 300):
+                self._emit()
+                return
+        if "chunked" in te:
+            self._state = "CHUNK_SIZE"
+        elif cl is not None:
+            try:
+                self._remaining = int(cl.split(",")[0].strip())
+            except ValueError:
+                raise ParseError(f"bad Content-Length {cl[:20]!r}",
+                                 offset=self._head_offset) from None
+            if self._remaining < 0:
+                raise ParseError("negative Content-Length", offset=self._head_offset)
+            self._state = "BODY_LENGTH"
+            if not self._remaining:
+                self._emit()
+        elif self.role == "request":
+            self._emit()
+        else:
+            self._state = "UNTIL_CLOSE"
+
+    def _message(self) -> HttpRequest | HttpResponse:
+        assert self._head is not None
+        if self.role == "request":
+            method, uri, version = self._head
+            return HttpRequest(method, uri, version, self._headers, self._body,
+                               self._head_offset)
+        version, status, reason = self._head
+        return HttpResponse(version, int(status), reason, self._headers, self._body,
+                            self._head_offset)
+
+    def _emit(self) -> None:
+        self._ready.append(self._message())
+        self._state = "HEAD"

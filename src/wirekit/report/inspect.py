@@ -1,0 +1,206 @@
+"""Rendering an offline inspection (``wirekit.dissect.summary.Summary``) as text or JSON.
+
+JSON schema (stable; every key always present):
+
+    {
+      "packets": int,                       # frames read
+      "conversations": [{
+          "id": int,                        # per protocol, = tshark's tcp.stream / udp.stream
+          "proto": "tcp" | "udp",
+          "client": "HOST:PORT", "server": "HOST:PORT",   # [v6]:PORT for IPv6
+          "packets": {"client_to_server": int, "server_to_client": int, "total": int},
+          "bytes":   {"client_to_server": int, "server_to_client": int, "total": int},
+          "start": float, "duration": float,              # seconds, start relative to file
+          "opened": "handshake" | "partial" | "midstream" | null,   # null for UDP
+          "closed": "fin" | "rst" | "open" | null,
+          "retransmissions": int,
+          "app": "http" | "tls" | "dns" | "data" | null,
+          "app_detail": {...}
+      }],
+      "tls": [{"conversation", "client_hello": {version, sni, alpn, cipher_suites,
+               extensions} | null, "server_hello": {version, cipher_suite, extensions} | null,
+               "certificates": [{subject, issuer, length}], "new_session_ticket": {...} | null,
+               "messages": [[client...], [server...]], "records": [{type: n}, {type: n}],
+               "application_bytes": [c2s, s2c], "alerts": [...]}],
+      "http": [{"conversation", "method", "uri", "host", "version", "status", "reason",
+                "request_headers", "response_headers", "request_body_size",
+                "response_body_size"}],
+      "dns": [{"conversation", "id", "response", "rcode", "questions": [{name, type}],
+               "answers": [{name, type, ttl, data}]}],
+      "error": null | {"message": str, "offset": int | null}
+    }
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wirekit.dissect.conversations import Conversation
+from wirekit.dissect.summary import Summary
+from wirekit.report.hexdump import hexdump
+
+__all__ = ["follow_json", "follow_text", "summary_json", "summary_text"]
+
+
+def _rel(summary: Summary, conv: Conversation) -> tuple[float, float]:
+    first = summary.first_ns or conv.first_ns
+    return (conv.first_ns - first) / 1e9, (conv.last_ns - conv.first_ns) / 1e9
+
+
+def _counts(values: list[int]) -> dict[str, int]:
+    return {"client_to_server": values[0], "server_to_client": values[1],
+            "total": values[0] + values[1]}
+
+
+def conversation_json(summary: Summary, conv: Conversation) -> dict[str, Any]:
+    start, duration = _rel(summary, conv)
+    return {
+        "id": conv.id, "proto": conv.proto, "client": conv.client_text,
+        "server": conv.server_text, "packets": _counts(conv.packets),
+        "bytes": _counts(conv.bytes), "start": round(start, 9),
+        "duration": round(duration, 9), "opened": conv.opened_state,
+        "closed": conv.closed_state, "retransmissions": conv.retransmissions,
+        "app": conv.app, "app_detail": conv.app_detail,
+    }
+
+
+def summary_json(summary: Summary) -> dict[str, Any]:
+    error = None
+    if summary.error is not None:
+        error = {"message": str(summary.error), "offset": summary.error.offset}
+    return {
+        "packets": summary.packets,
+        "conversations": [conversation_json(summary, c) for c in summary.conversations],
+        "tls": summary.tls,
+        "http": summary.http,
+        "dns": summary.dns,
+        "error": error,
+    }
+
+
+def _size(n: int) -> str:
+    if n < 10_000:
+        return f"{n} B"
+    if n < 10_000_000:
+        return f"{n / 1024:.0f} KiB"
+    return f"{n / 1048576:.0f} MiB"
+
+
+def summary_text(summary: Summary) -> str:
+    lines = [f"{summary.packets} packets, {len(summary.conversations)} conversations", ""]
+    if summary.conversations:
+        rows = [("ID", "PROTO", "CLIENT", "SERVER", "PKTS →/←", "BYTES →/←", "DURATION",
+                 "OPENED", "CLOSED", "RETX", "APP")]
+        for c in summary.conversations:
+            _, duration = _rel(summary, c)
+            rows.append((
+                str(c.id), c.proto, c.client_text, c.server_text,
+                f"{c.packets[0]}/{c.packets[1]}", f"{_size(c.bytes[0])}/{_size(c.bytes[1])}",
+                f"{duration:.3f}s", c.opened_state or "-", c.closed_state or "-",
+                str(c.retransmissions) if c.proto == "tcp" else "-", c.app or "-"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    for entry in summary.http:
+        lines.append("")
+        lines.append(f"HTTP  tcp {entry['conversation']}: {entry['method'] or '?'} "
+                     f"{entry['uri'] or '?'} -> {entry['status'] or 'no response'}"
+                     + (f" {entry['reason']}" if entry["reason"] else "")
+                     + (f" ({entry['response_body_size']} body bytes)"
+                        if entry["response_body_size"] is not None else ""))
+        for name, value in entry["request_headers"]:
+            lines.append(f"    > {name}: {value}")
+        for name, value in entry["response_headers"]:
+            lines.append(f"    < {name}: {value}")
+    for entry in summary.tls:
+        lines.append("")
+        lines.append(f"TLS   tcp {entry['conversation']}")
+        ch, sh = entry["client_hello"], entry["server_hello"]
+        if ch:
+            lines.append(f"    ClientHello  SNI={ch['sni'] or '-'}  ALPN="
+                         f"{','.join(ch['alpn']) or '-'}  version={ch['version']}")
+            lines.append(f"      offered {len(ch['cipher_suites'])} suites: "
+                         + ", ".join(ch["cipher_suites"]))
+            lines.append("      extensions: " + ", ".join(ch["extensions"]))
+        if sh:
+            lines.append(f"    ServerHello  {sh['version']}  {sh['cipher_suite']}")
+        for cert in entry["certificates"]:
+            lines.append(f"    Certificate  subject={cert.get('subject')}  "
+                         f"issuer={cert.get('issuer')}")
+        if entry["new_session_ticket"]:
+            t = entry["new_session_ticket"]
+            lines.append(f"    NewSessionTicket  lifetime={t.get('lifetime')}s  "
+                         f"{t.get('ticket_length')} bytes")
+        for side, msgs in zip(("client", "server"), entry["messages"], strict=True):
+            if msgs:
+                lines.append(f"    {side} messages: {' '.join(msgs)}")
+        recs = entry["records"]
+        lines.append(f"    records client {recs[0]}  server {recs[1]}  application bytes "
+                     f"{entry['application_bytes'][0]}/{entry['application_bytes'][1]}")
+        for alert in entry["alerts"]:
+            lines.append(f"    Alert {alert.get('level')} {alert.get('description')}")
+        if entry.get("error"):
+            lines.append(f"    (undecodable: {entry['error']})")
+    for entry in summary.dns:
+        lines.append("")
+        qs = ", ".join(f"{q['type']} {q['name']}" for q in entry["questions"])
+        kind = "response" if entry["response"] else "query"
+        text = f"DNS   udp {entry['conversation']}: {kind} 0x{entry['id']:04x} {qs}"
+        if entry["response"]:
+            text += f" {entry['rcode']}"
+            text += "".join(f"\n    {a['name']} {a['type']} {a['data']} (ttl {a['ttl']})"
+                            for a in entry["answers"])
+        lines.append(text)
+    for c in summary.conversations:
+        if c.app == "data":
+            lines.append("")
+            lines.append(f"DATA  {c.proto} {c.id}: first bytes each way")
+            for side in ("client", "server"):
+                raw = bytes.fromhex(c.app_detail.get(side, ""))
+                if raw:
+                    lines.append(f"  {side}:")
+                    lines.extend("    " + row for row in hexdump(raw).splitlines())
+        elif c.app_detail.get("error") and c.app != "tls":
+            lines.append(f"\n{c.app.upper() if c.app else 'APP'}  {c.proto} {c.id}: "
+                         f"undecodable: {c.app_detail['error']}")
+    return "\n".join(lines)
+
+
+def _printable(data: bytes) -> str:
+    text = data.decode("utf-8", "replace")
+    return "".join(ch if ch.isprintable() or ch in "\r\n\t" else "." for ch in text)
+
+
+def follow_text(conv: Conversation, *, as_hex: bool = False) -> str:
+    out = [f"Follow {conv.proto} stream {conv.id}: client {conv.client_text}  "
+           f"server {conv.server_text}"]
+    offsets = [0, 0]
+    for d, chunk in _follow_chunks(conv):
+        arrow = ">>" if d == 0 else "<<"
+        who = "client" if d == 0 else "server"
+        out.append(f"{arrow} {who} {len(chunk)} bytes at offset {offsets[d]}")
+        out.append(hexdump(chunk, offsets[d]) if as_hex else _printable(chunk).rstrip("\n"))
+        offsets[d] += len(chunk)
+    out.append(f"== client sent {offsets[0]} bytes, server sent {offsets[1]} bytes")
+    return "\n".join(out)
+
+
+def _follow_chunks(conv: Conversation) -> list[tuple[int, bytes]]:
+    """Chunks in capture order; for TCP, adjacent chunks of one direction are merged, like
+    Wireshark's follow view."""
+    if conv.proto == "udp":
+        return list(conv.chunks)
+    merged: list[tuple[int, list[bytes]]] = []
+    for d, chunk in conv.chunks:
+        if merged and merged[-1][0] == d:
+            merged[-1][1].append(chunk)
+        else:
+            merged.append((d, [chunk]))
+    return [(d, b"".join(parts)) for d, parts in merged]
+
+
+def follow_json(conv: Conversation) -> dict[str, Any]:
+    return {"conversation": conv.id, "proto": conv.proto, "client": conv.client_text,
+            "server": conv.server_text,
+            "chunks": [{"direction": "client_to_server" if d == 0 else "server_to_client",
+                        "data": chunk.hex()} for d, chunk in _follow_chunks(conv)]}
