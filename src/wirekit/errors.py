@@ -19,8 +19,14 @@ sees, plus structured fields.  Network errors also derive from the matching buil
         ├── ReadTimeout (TimeoutError)
         ├── NoReply (TimeoutError)         UDP request unanswered after every retry
         ├── BindError                      could not listen on an address
-        └── TLSError                       handshake or verification failed
-            └── CertificateError           the peer's certificate is not trusted (.verdicts)
+        ├── TLSError                       handshake or verification failed
+        │   └── CertificateError           the peer's certificate is not trusted (.verdicts)
+        └── SSHError                       an SSH session failed
+            ├── AuthError (PermissionError) authentication failed (.methods tried)
+            ├── HostKeyError               host key unknown (.fingerprint) or changed
+            │   ├── HostKeyUnknown
+            │   └── HostKeyChanged
+            └── ForwardRefused             the server refused a forward (.reason)
 """
 
 from __future__ import annotations
@@ -29,12 +35,17 @@ from typing import Any
 
 __all__ = [
     "AddressError",
+    "AuthError",
     "BindError",
     "CertificateError",
     "ConnectError",
     "ConnectRefused",
     "ConnectTimeout",
     "ConnectionReset",
+    "ForwardRefused",
+    "HostKeyChanged",
+    "HostKeyError",
+    "HostKeyUnknown",
     "NetError",
     "NetworkUnreachable",
     "NoReply",
@@ -42,6 +53,7 @@ __all__ = [
     "PeerClosed",
     "ReadTimeout",
     "ResolveError",
+    "SSHError",
     "TLSError",
     "UsageError",
     "WirekitError",
@@ -157,3 +169,33 @@ class CertificateError(TLSError):
 
     def __init__(self, message: str, *, verdicts: tuple[Any, ...] = (), **fields: Any) -> None:
         super().__init__(message, verdicts=verdicts, **fields)
+
+
+class SSHError(NetError):
+    """An SSH session could not be established or broke."""
+
+
+class AuthError(SSHError, PermissionError):
+    """The SSH server rejected every credential offered.  ``methods`` lists what was tried."""
+
+    def __init__(self, message: str, *, methods: tuple[str, ...] = (), **fields: Any) -> None:
+        super().__init__(message, methods=methods, **fields)
+
+
+class HostKeyError(SSHError):
+    """The server's host key is not trusted.  ``fingerprint`` is its SHA256 fingerprint."""
+
+    def __init__(self, message: str, *, fingerprint: str = "", **fields: Any) -> None:
+        super().__init__(message, fingerprint=fingerprint, **fields)
+
+
+class HostKeyUnknown(HostKeyError):
+    """The host has no entry in known_hosts (and trust on first use was not asked for)."""
+
+
+class HostKeyChanged(HostKeyError):
+    """known_hosts holds a different key for this host: possibly an attack."""
+
+
+class ForwardRefused(SSHError):
+    """The SSH server refused a port forward (``administratively prohibited`` etc.)."""

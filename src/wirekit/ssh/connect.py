@@ -1,0 +1,224 @@
+"""Opening an SSH session: ssh_config, jump hosts, credentials, host keys, and the one place
+where asyncssh's exceptions become wirekit errors with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from wirekit.errors import (
+    AuthError,
+    ConnectError,
+    HostKeyError,
+    SSHError,
+    UsageError,
+    WirekitError,
+)
+from wirekit.net._errors import connect_errors
+from wirekit.ssh.config import HostConfig, resolve_host
+from wirekit.ssh.hostkeys import DEFAULT_KNOWN_HOSTS, HostKeyPolicy
+from wirekit.ssh.spec import SSHTarget
+
+__all__ = ["SSHOptions", "Session", "open_session"]
+
+PasswordPrompt = Callable[[str], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class SSHOptions:
+    """How to authenticate and what to trust; shared by the target and every jump host."""
+
+    identity_files: tuple[str, ...] = ()
+    agent: bool = True
+    password: str | None = None
+    password_prompt: PasswordPrompt | None = None  # called in a thread with the prompt text
+    config_file: str | None = None
+    jump: tuple[SSHTarget, ...] = ()
+    known_hosts: str | None = None
+    accept_new: bool = False
+    keepalive: float = 15.0
+    keepalive_count: int = 3
+    connect_timeout: float = 15.0
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return Path(self.known_hosts or DEFAULT_KNOWN_HOSTS).expanduser()
+
+
+@dataclass(slots=True)
+class Session:
+    """A connected, authenticated SSH connection and the jump connections under it."""
+
+    conn: asyncssh.SSHClientConnection
+    host: HostConfig
+    hops: list[asyncssh.SSHClientConnection] = field(default_factory=list)
+    accepted_keys: list[str] = field(default_factory=list)
+    client: _Client | None = None
+
+    def lost_reason(self) -> str:
+        exc = self.client.lost if self.client is not None else None
+        if exc is None:
+            return ""
+        return str(getattr(exc, "reason", "") or exc or type(exc).__name__)
+
+    @property
+    def url(self) -> str:
+        return self.host.url
+
+    def close(self) -> None:
+        self.conn.close()
+        for hop in reversed(self.hops):
+            hop.close()
+
+    async def wait_closed(self, timeout: float = 1.0) -> None:
+        conns = [self.conn, *self.hops]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(c.wait_closed() for c in conns)), timeout)
+        except (TimeoutError, Exception):  # closing is best effort; never hang on it
+            for c in conns:
+                c.abort()
+
+
+class _Client(asyncssh.SSHClient):
+    def __init__(self, policy: HostKeyPolicy, prompt: Callable[[], Awaitable[str | None]] | None):
+        self._policy = policy
+        self._prompt = prompt
+        self.lost: Exception | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: Any) -> bool:
+        return self._policy.check(host, addr, port, key)
+
+    def password_auth_requested(self) -> Any:
+        return self._prompt() if self._prompt is not None else None
+
+
+def _load_keys(options: SSHOptions, host: HostConfig) -> list[Any] | tuple[()]:
+    keys: list[Any] = []
+    for path in options.identity_files:
+        try:
+            keys.append(asyncssh.read_private_key(path))
+        except FileNotFoundError:
+            raise UsageError(f"identity file {path!r} does not exist") from None
+        except asyncssh.KeyImportError as exc:
+            hint = " (add it to ssh-agent first)" if "assphrase" in str(exc) else ""
+            raise UsageError(f"cannot use identity file {path!r}: {exc}{hint}") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read identity file {path!r}: {exc.strerror}") from None
+    for path in host.identity_files:  # from ssh_config: missing or locked ones are skipped
+        try:
+            keys.append(asyncssh.read_private_key(path))
+        except (OSError, asyncssh.KeyImportError):
+            continue
+    return keys or ()
+
+
+def _methods(options: SSHOptions, keys: list[Any] | tuple[()], prompt: bool) -> tuple[str, ...]:
+    tried = []
+    if keys:
+        tried.append(f"publickey ({len(keys)} key{'s' if len(keys) != 1 else ''})")
+    else:
+        tried.append("publickey (default keys in ~/.ssh)")
+    if options.agent and os.environ.get("SSH_AUTH_SOCK"):
+        tried.append("agent")
+    if options.password is not None or prompt:
+        tried.append("password")
+    return tuple(tried)
+
+
+async def _connect_one(host: HostConfig, options: SSHOptions,
+                       tunnel: asyncssh.SSHClientConnection | None,
+                       accepted: list[str], clients: list[_Client]) -> asyncssh.SSHClientConnection:
+    policy = HostKeyPolicy(options.known_hosts_path, options.accept_new)
+    keys = _load_keys(options, host)
+    prompt_fn = options.password_prompt
+    prompt = None
+    if options.password is None and prompt_fn is not None:
+        text = f"{host.user}@{host.host}'s password: "
+
+        async def prompt() -> str | None:
+            return await asyncio.to_thread(prompt_fn, text)
+
+    kwargs: dict[str, Any] = {
+        "username": host.user,
+        "known_hosts": policy.load(),
+        "client_factory": lambda: clients.append(_Client(policy, prompt)) or clients[-1],
+        "client_keys": keys,
+        "agent_path": () if options.agent else None,
+        "keepalive_interval": options.keepalive,
+        "keepalive_count_max": options.keepalive_count,
+        "connect_timeout": options.connect_timeout,
+        "config": None,
+        "x509_trusted_certs": None,
+        "ignore_encrypted": True,
+    }
+    if options.password is not None:
+        kwargs["password"] = options.password
+    if tunnel is not None:
+        kwargs["tunnel"] = tunnel
+    where = f"{host.user}@{host.host}:{host.port}"
+    try:
+        with connect_errors(host.host, host.port, options.connect_timeout):
+            conn = await asyncssh.connect(host.host, host.port, **kwargs)
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise policy.failure or HostKeyError(f"host key of {where} not trusted: {exc.reason}",
+                                             host=host.host, port=host.port) from None
+    except asyncssh.PermissionDenied:
+        methods = _methods(options, keys, prompt is not None)
+        raise AuthError(f"authentication failed for {where} (tried {', '.join(methods)})",
+                        methods=methods, host=host.host, port=host.port) from None
+    except asyncssh.ChannelOpenError as exc:
+        raise ConnectError(f"the jump host could not reach {host.host}:{host.port}: "
+                           f"{exc.reason}", host=host.host, port=host.port) from None
+    except asyncssh.DisconnectError as exc:
+        raise SSHError(f"ssh session with {where} failed: {exc.reason}",
+                       host=host.host, port=host.port) from None
+    if policy.accepted:
+        accepted.append(f"{host.host}:{host.port} {policy.accepted}")
+    return conn
+
+
+async def open_session(target: SSHTarget | str, options: SSHOptions) -> Session:
+    """Connect (through jump hosts if asked) and authenticate; raises wirekit errors only."""
+    if isinstance(target, str):
+        from wirekit.ssh.spec import parse_target
+
+        target = parse_target(target)
+    host = resolve_host(target, options.config_file)
+    jumps = options.jump or host.proxy_jump
+    hops: list[asyncssh.SSHClientConnection] = []
+    accepted: list[str] = []
+    try:
+        tunnel = None
+        for jump in jumps:
+            tunnel = await _connect_one(resolve_host(jump, options.config_file), options,
+                                        tunnel, accepted, [])
+            hops.append(tunnel)
+        clients: list[_Client] = []
+        conn = await _connect_one(host, options, tunnel, accepted, clients)
+    except BaseException as exc:
+        for hop in reversed(hops):
+            hop.abort()
+        if isinstance(exc, (WirekitError, asyncio.CancelledError, KeyboardInterrupt)):
+            raise
+        if isinstance(exc, (OSError, asyncssh.Error)):
+            raise SSHError(f"ssh to {host.url} failed: {exc}") from exc
+        raise
+    _nodelay(conn)
+    return Session(conn, host, hops, accepted, clients[-1] if clients else None)
+
+
+def _nodelay(conn: asyncssh.SSHClientConnection) -> None:
+    sock = conn.get_extra_info("socket")
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
