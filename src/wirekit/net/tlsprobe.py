@@ -1,0 +1,101 @@
+"""``wirekit tls``'s network half: connect, handshake, fetch the chain as sent.
+
+The handshake runs with verification OFF at the ssl layer, on purpose: OpenSSL stops at
+its first complaint and then hands us no chain at all, while we want the whole chain and
+every reason it is (not) trusted.  The verdicts are computed afterwards, from the chain,
+by :mod:`wirekit.tls.verdicts`; a probe is never "verified" unless those say so.  Every
+other default stays: same protocol floor, same cipher suites, same security level.
+(OpenSSL's security level only refuses weak peer certificates during verification, which
+is off here, so a 1024-bit or SHA-1 certificate still arrives and is reported as
+``weak_key`` / ``weak_signature`` without lowering anything.)
+
+This is a blocking one-shot probe (a socket with a timeout): it serves a command that makes
+one connection, and keeps asyncio out of the one place where the raw ssl object is needed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import ssl
+from collections.abc import Callable, Iterable, Sequence
+
+from cryptography import x509
+
+from wirekit.errors import TLSError
+from wirekit.net._errors import connect_errors
+from wirekit.tls.context import client_context, is_ip_literal, server_hostname
+from wirekit.tls.inspect import TLSReport, Trust, inspect_chain, load_trust
+
+__all__ = ["DEFAULT_TIMEOUT", "probe"]
+
+DEFAULT_TIMEOUT = 10.0
+
+
+def probe(
+    host: str,
+    port: int = 443,
+    *,
+    sni: str | None = None,
+    no_sni: bool = False,
+    alpn: Iterable[str] = (),
+    min_version: str | None = None,
+    max_version: str | None = None,
+    ca: str | os.PathLike[str] | None = None,
+    trust: Trust | None = None,
+    crls: Sequence[x509.CertificateRevocationList] | None = None,
+    cert: str | os.PathLike[str] | None = None,
+    key: str | os.PathLike[str] | None = None,
+    keylog: str | os.PathLike[str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    prepare: Callable[[ssl.SSLContext], None] | None = None,
+    now: dt.datetime | None = None,
+) -> TLSReport:
+    """Handshake with ``host:port`` and report the chain and every verdict.
+
+    ``prepare`` sees the context before the handshake (the ``--handshake`` tracer hooks in
+    there).  Raises a :class:`~wirekit.errors.ConnectError` / :class:`TLSError` when no
+    handshake happens; an untrusted certificate is *not* an exception here, it is a report.
+    """
+    trust = trust or load_trust(ca)
+    ctx = client_context(ca=ca, cert=cert, key=key, alpn=alpn, min_version=min_version,
+                         max_version=max_version, keylog=keylog)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # verdicts come after the handshake, see module doc
+    if prepare is not None:
+        prepare(ctx)
+    checked_name = sni or host
+    send_name = server_hostname(host, sni=sni, no_sni=no_sni)
+    with connect_errors(host, port, timeout):
+        raw = socket.create_connection((host, port), timeout=timeout)
+        try:
+            with ctx.wrap_socket(raw, server_hostname=send_name) as tls:
+                peer = tls.getpeername()[0]
+                chain_der = _unverified_chain(tls)
+                protocol = tls.version()
+                suite = tls.cipher()
+                alpn_chosen = tls.selected_alpn_protocol()
+        finally:
+            raw.close()
+    if not chain_der:
+        raise TLSError(f"{host}:{port} sent no certificate", host=host, port=port)
+    chain, check = inspect_chain(chain_der, checked_name, trust,
+                                 now=now or dt.datetime.now(dt.UTC), crls=crls,
+                                 protocol=protocol)
+    return TLSReport(
+        host=host, port=port, peer=peer,
+        sni=send_name if send_name and not is_ip_literal(send_name) else None,
+        hostname=checked_name, protocol=protocol, cipher=suite[0] if suite else None,
+        alpn=alpn_chosen, chain=chain, check=check,
+    )
+
+
+def _unverified_chain(tls: ssl.SSLSocket) -> list[bytes]:
+    """The chain exactly as the peer sent it, DER, leaf first."""
+    public = getattr(tls, "get_unverified_chain", None)  # Python >= 3.13
+    if public is not None:
+        return [bytes(c) for c in public() or []]
+    sslobj = tls._sslobj  # type: ignore[attr-defined]  # 3.11/3.12: see DESIGN.md
+    certs = sslobj.get_unverified_chain() or []
+    return [c.public_bytes(ssl._ssl.ENCODING_DER) for c in certs]  # type: ignore[attr-defined]
