@@ -211,7 +211,8 @@ def _check_header(data: bytes | bytearray, pos: int, base: int) -> int:
         raise ParseError(f"not a TLS record: content type {content_type}", offset=base + pos)
     if data[pos + 1] != 3 or data[pos + 2] > 4:
         version = int.from_bytes(data[pos + 1 : pos + 3], "big")
-        raise ParseError(f"not a TLS record: version 0x{version:04x}", offset=base + pos + 1)
+        at = base + pos + (1 if data[pos + 1] != 3 else 2)
+        raise ParseError(f"not a TLS record: version 0x{version:04x}", offset=at)
     length = int.from_bytes(data[pos + 3 : pos + 5], "big")
     if length > MAX_FRAGMENT:
         raise ParseError(

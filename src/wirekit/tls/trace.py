@@ -8,7 +8,9 @@ or receives, *after* decryption: ``fn(conn, direction, version, content_type, ms
 data)``.  For handshake messages ``data`` is the whole message (4-byte header + body), so
 TLS 1.3's EncryptedExtensions, Certificate, CertificateVerify, Finished and
 NewSessionTicket are visible although they crossed the wire encrypted.  Record headers
-(content types 0x100/0x101) are skipped; application data never reaches the callback.
+(content types 0x100/0x101) are skipped, except that a ChangeCipherSpec is taken from its
+record header (OpenSSL reports a received one no other way); application data never
+reaches the callback.
 
 Each message is decoded with ``wirekit.dissect.tls`` into ``{"direction": "client" |
 "server", "type": ..., ...fields}``.  ``direction`` is the sender: a "write" on a client
@@ -44,6 +46,7 @@ __all__ = ["HandshakeTrace", "TraceEntry"]
 _HANDSHAKE = 22
 _ALERT = 21
 _CHANGE_CIPHER_SPEC = 20
+_RECORD_HEADER = 0x100
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +128,12 @@ class HandshakeTrace:
         if self._previous is not None:
             self._previous(conn, direction, version, content_type, msg_type, data)
         ctype = int(content_type)  # type: ignore[call-overload]
-        if ctype not in (_HANDSHAKE, _ALERT, _CHANGE_CIPHER_SPEC):
-            return  # record headers, inner content types: not messages
+        if ctype == _RECORD_HEADER and data[:1] == b"\x14":
+            # OpenSSL 3 reports a *received* ChangeCipherSpec only by its record header, a
+            # sent one by both: take it from the header in both directions.
+            ctype = _CHANGE_CIPHER_SPEC
+        elif ctype not in (_HANDSHAKE, _ALERT):
+            return  # other record headers, inner content types, CCS bodies: skip
         server_side = bool(getattr(conn, "server_side", False))
         sender = "server" if (direction == "write") == server_side else "client"
         with self._lock:
