@@ -42,6 +42,7 @@ __all__ = [
     "default_ca_dir",
     "describe",
     "generate_key",
+    "legacy_signed",
     "load_certificates",
     "load_crls",
     "new_ca",
@@ -284,6 +285,76 @@ def new_crl(
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(start).build())
     return builder.sign(issuer_key, _hash_for(issuer_key))  # type: ignore[arg-type]
+
+
+def legacy_signed(
+    cert: x509.Certificate, issuer_key: PrivateKey, algorithm: str = "sha1"
+) -> x509.Certificate:
+    """``cert`` re-signed by ``issuer_key`` with SHA-1 (or MD5, RSA only): for tests only.
+
+    ``cryptography`` refuses to create such signatures, and a client must be shown one to
+    prove it reports ``weak_signature``; so this swaps the AlgorithmIdentifier in the
+    to-be-signed DER and signs it with the hazmat primitives, which still allow it.
+    """
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    digest: hashes.HashAlgorithm = hashes.SHA1() if algorithm == "sha1" else hashes.MD5()
+    new_oid = {
+        ("rsa", "sha1"): "1.2.840.113549.1.1.5", ("rsa", "md5"): "1.2.840.113549.1.1.4",
+        ("ec", "sha1"): "1.2.840.10045.4.1",
+    }.get(("rsa" if isinstance(issuer_key, rsa.RSAPrivateKey) else "ec", algorithm))
+    usable = isinstance(issuer_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
+    if new_oid is None or not usable:
+        raise UsageError(f"cannot make a {algorithm} signature with this key type")
+    old_alg = _der_algorithm(cert.signature_algorithm_oid.dotted_string,
+                             isinstance(issuer_key, rsa.RSAPrivateKey))
+    new_alg = _der_algorithm(new_oid, isinstance(issuer_key, rsa.RSAPrivateKey))
+    tbs = cert.tbs_certificate_bytes
+    if old_alg not in tbs:
+        raise UsageError("unexpected certificate layout")
+    body = _der_content(tbs).replace(old_alg, new_alg, 1)
+    tbs = _der(0x30, body)
+    if isinstance(issuer_key, rsa.RSAPrivateKey):
+        sig = issuer_key.sign(tbs, padding.PKCS1v15(), digest)
+    else:
+        sig = issuer_key.sign(tbs, ec.ECDSA(digest))
+    der = _der(0x30, tbs + new_alg + _der(0x03, b"\x00" + sig))
+    return x509.load_der_x509_certificate(der)
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes([tag, n]) + content
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + content
+
+
+def _der_content(tlv: bytes) -> bytes:
+    first = tlv[1]
+    if first < 0x80:
+        return tlv[2:2 + first]
+    width = first & 0x7F
+    n = int.from_bytes(tlv[2:2 + width], "big")
+    return tlv[2 + width:2 + width + n]
+
+
+def _der_oid(dotted: str) -> bytes:
+    parts = [int(p) for p in dotted.split(".")]
+    out = bytearray([40 * parts[0] + parts[1]])
+    for part in parts[2:]:
+        chunk = [part & 0x7F]
+        part >>= 7
+        while part:
+            chunk.append(0x80 | (part & 0x7F))
+            part >>= 7
+        out += bytes(reversed(chunk))
+    return _der(0x06, bytes(out))
+
+
+def _der_algorithm(dotted: str, rsa_params: bool) -> bytes:
+    # RSA AlgorithmIdentifiers carry an explicit NULL parameter; ECDSA ones carry none.
+    return _der(0x30, _der_oid(dotted) + (b"\x05\x00" if rsa_params else b""))
 
 
 # -- files --------------------------------------------------------------------------------

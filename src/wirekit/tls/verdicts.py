@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
@@ -198,9 +198,30 @@ def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
         return False
     try:
         child.verify_directly_issued_by(parent)
-    except UnsupportedAlgorithm:
-        return True  # names match; the (weak) algorithm is judged by weak_signature
-    except (InvalidSignature, ValueError, TypeError):
+    except ValueError:
+        # cryptography refuses legacy (SHA-1, MD5) signatures; check those by hand so the
+        # chain still builds and weak_signature can say what is wrong with it.
+        return _legacy_signature_valid(child, parent)
+    except (InvalidSignature, UnsupportedAlgorithm, TypeError):
+        return False
+    return True
+
+
+def _legacy_signature_valid(child: x509.Certificate, parent: x509.Certificate) -> bool:
+    if child.signature_algorithm_oid not in _WEAK_SIGNATURES:
+        return False
+    try:
+        digest = child.signature_hash_algorithm
+        key = parent.public_key()
+        if digest is None:
+            return False
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(child.signature, child.tbs_certificate_bytes, padding.PKCS1v15(), digest)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(child.signature, child.tbs_certificate_bytes, ec.ECDSA(digest))
+        else:
+            return False
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
         return False
     return True
 
