@@ -156,6 +156,32 @@ async def test_http_keeps_1_1_connections_alive() -> None:
         writer.close()
 
 
+async def test_echo_stops_reading_while_the_peer_does_not_read_then_resumes() -> None:
+    server, _ = await start("echo")
+    loop = asyncio.get_running_loop()
+    async with server:
+        sock = socket.create_connection(("127.0.0.1", server.address.port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.setblocking(False)
+        sent, stalls, chunk = 0, 0, bytes(65536)
+        while stalls < 30:  # send until nothing moves any more: every buffer is full
+            try:
+                sent += sock.send(chunk)
+                stalls = 0
+            except BlockingIOError:
+                stalls += 1
+                await asyncio.sleep(0.01)
+        (protocol,) = server._state.live
+        assert protocol.bytes_in < sent  # it stopped reading ...
+        assert protocol.transport.get_write_buffer_size() <= 1 << 20  # ... memory bounded
+        sock.shutdown(socket.SHUT_WR)
+        received = 0
+        while data := await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 10):
+            received += len(data)
+        sock.close()
+    assert received == sent
+
+
 # -- UDP --------------------------------------------------------------------------
 @pytest.mark.parametrize("service", ["echo", "time", "daytime", "chargen"])
 async def test_udp_services_answer_each_datagram(service: str) -> None:
