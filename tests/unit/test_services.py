@@ -236,3 +236,22 @@ async def test_daytime_protocol_sends_once_and_closes() -> None:
     _, _, tr = _connect("daytime")
     _parse_ctime(bytes(tr.written))
     assert tr.closing
+
+
+def test_raise_nofile_limit_goes_to_the_hard_limit() -> None:
+    import resource
+
+    from wirekit.net.server import raise_nofile_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowered = min(soft, 256)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
+    try:
+        new = raise_nofile_limit()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == new
+        if hard == resource.RLIM_INFINITY:
+            assert new > lowered
+        else:
+            assert new == hard
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

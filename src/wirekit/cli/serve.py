@@ -75,8 +75,9 @@ class Reporter:
 
 
 async def _serve(config: ServeConfig, reporter: Reporter) -> None:
+    wants_events = config.json or not config.quiet  # -q alone: skip building events at all
     server = await serve_api(config.service, config.address, limits=config.limits,
-                             on_event=reporter.event)
+                             on_event=reporter.event if wants_events else None)
     async with stop_signals() as stop:
         if config.json:
             reporter.emit({"event": "listening", "service": server.service,

@@ -221,7 +221,7 @@ async def serve(
             transport, _ = await loop.create_datagram_endpoint(
                 lambda: _DatagramService(state, service.udp()),  # type: ignore[misc]
                 sock=sock)
-            return Server(state, bound, transport=transport)  # type: ignore[arg-type]
+            return Server(state, bound, transport=transport)
         if service is not None:
             factory: Callable[[], asyncio.BaseProtocol] = service.tcp_factory(state)
         else:
