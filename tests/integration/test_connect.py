@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from conftest import wait_for
+
 TIMEOUT = 30
 
 
@@ -132,6 +134,23 @@ def test_half_close_then_reply(tcp_server) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"got 102400 bytes\n"
     assert b"connected to tcp://127.0.0.1:%d" % port in result.stderr
+
+
+def test_peer_half_closes_first_we_keep_sending(tcp_server) -> None:
+    got: list[bytes] = []
+
+    def handler(sock: socket.socket) -> None:
+        sock.sendall(b"ready\n")
+        sock.shutdown(socket.SHUT_WR)  # the peer is done talking, not listening
+        got.append(recv_to_eof(sock))
+
+    port = tcp_server(handler)
+    payload = os.urandom(1 << 20)
+    result = wirekit(f":{port}", input=payload)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"ready\n"
+    wait_for(lambda: got, what="the server to read to EOF")
+    assert got == [payload]
 
 
 def test_regular_file_and_dev_null_as_stdin(tcp_server, tmp_path) -> None:

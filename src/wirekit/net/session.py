@@ -4,9 +4,11 @@ Theory of operation.  A session is two tasks in one TaskGroup around a connectio
 
     TCP   sends, then source --pump_out--> socket --pump_in--> on_data
           source EOF          -> shutdown_write (half-close); pump_in goes on reading
-          peer EOF            -> pump_out is cancelled; the session ends normally
+          peer EOF            -> the peer's half-close: pump_out goes on until its input
+                                 ends (ncat and socat do the same) or a send fails because
+                                 the peer is gone; interactive sessions end at once
           ``wait`` s of silence once our sending is done -> the session ends normally
-          a failed send after the peer closed cleanly is not an error (ncat agrees)
+          a failed send after the peer closed cleanly is not an error
 
     UDP   each send / source line is one datagram; pump_in hands every datagram to
           on_data as it arrives; pump_out waits ``timeout`` for a reply to each datagram,
@@ -150,7 +152,8 @@ async def tcp_session(
                 break
             on_data(data)
             received.set()
-        out_task.cancel()
+        if prompt is not None:
+            out_task.cancel()  # a person is waiting: the peer hung up, so are we
 
     await _pair(pump_out(), pump_in)
     if write_failure is not None and ended != "peer closed":
