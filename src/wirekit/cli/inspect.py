@@ -79,7 +79,8 @@ def run_inspect(config: InspectConfig) -> int:
         doc = render.summary_json(summary)
         if follow is not None:
             doc["follow"] = render.follow_json(follow)
-        json.dump(doc, out, indent=2)
+        # Compact unless a person is reading: the C encoder is ~10x faster than indent=2.
+        out.write(json.dumps(doc, indent=2 if out.isatty() else None))
         out.write("\n")
     elif follow is not None:
         out.write(render.follow_text(follow, as_hex=config.hex) + "\n")

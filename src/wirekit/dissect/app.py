@@ -83,11 +83,11 @@ def _http(conv: Conversation, summary: Summary) -> None:
             "uri": req.uri if req else None,
             "host": req.header("host") if req else None,
             "version": req.version if req else (resp.version if resp else None),
-            "request_headers": [list(h) for h in req.headers] if req else [],
+            "request_headers": req.headers if req else (),
             "request_body_size": req.body_size if req else None,
             "status": resp.status if resp else None,
             "reason": resp.reason if resp else None,
-            "response_headers": [list(h) for h in resp.headers] if resp else [],
+            "response_headers": resp.headers if resp else (),
             "response_body_size": resp.body_size if resp else None,
         }
         summary.http.append(entry)

@@ -25,9 +25,8 @@ __all__ = ["HttpParser", "HttpRequest", "HttpResponse", "looks_like_http_request
 Headers = tuple[tuple[str, str], ...]
 _METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
             b"CONNECT ", b"TRACE ")
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) (HTTP/\d\.\d)")
-_STATUS_LINE = re.compile(rb"(HTTP/\d\.\d) (\d{3})(?: (.*))?")
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_REQUEST_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) (HTTP/\d\.\d)")
+_STATUS_LINE = re.compile(r"(HTTP/\d\.\d) (\d{3})(?: (.*))?")
 
 
 def looks_like_http_request(data: bytes) -> bool:
@@ -183,9 +182,16 @@ class HttpParser:
         return line
 
     def _parse_head(self) -> bool:
+        if not self._buf:
+            return False
         # Tolerate blank lines between messages (RFC 9112 section 2.2).
-        while self._buf[:2] == b"\r\n" or self._buf[:1] == b"\n":
-            self._consume(2 if self._buf[:1] == b"\r" else 1)
+        while self._buf[:1] in (b"\r", b"\n"):
+            if self._buf[:2] == b"\r\n":
+                self._consume(2)
+            elif self._buf[:1] == b"\n":
+                self._consume(1)
+            else:
+                break
         end = self._buf.find(b"\r\n\r\n")
         sep = 4
         if end < 0:
@@ -195,7 +201,8 @@ class HttpParser:
                 raise ParseError(f"HTTP head longer than {self.max_head} bytes",
                                  offset=self._base)
             return False
-        raw = bytes(self._buf[:end]).replace(b"\r\n", b"\n").split(b"\n")
+        text = bytes(self._buf[:end]).decode("latin-1")
+        raw = text.split("\r\n") if sep == 4 else text.split("\n")
         offset = self._base
         first = raw[0]
         regex = _REQUEST_LINE if self.role == "request" else _STATUS_LINE
@@ -203,23 +210,29 @@ class HttpParser:
         if m is None:
             raise ParseError(f"not an HTTP {self.role} line: {first[:40]!r}", offset=offset)
         headers = []
+        te = cl = None
         for line in raw[1:]:
-            name, colon, value = line.partition(b":")
-            if not colon or not _TOKEN.fullmatch(name):
+            name, colon, value = line.partition(":")
+            if not colon or not name or " " in name or "\t" in name or "\n" in line:
                 raise ParseError(f"malformed header line {line[:40]!r}", offset=offset)
-            headers.append((name.decode("latin-1"), value.strip().decode("latin-1")))
+            value = value.strip()
+            headers.append((name, value))
+            if len(name) in (14, 17):
+                lname = name.lower()
+                if lname == "content-length" and cl is None:
+                    cl = value
+                elif lname == "transfer-encoding":
+                    te = value.lower()
         self._consume(end + sep)
-        self._head = tuple((g or b"").decode("latin-1") for g in m.groups())
+        a, b, c = m.groups()
+        self._head = (a, b, c or "")
         self._headers = tuple(headers)
         self._head_offset = offset
         self._body = 0
-        self._frame()
+        self._frame(te or "", cl)
         return True
 
-    def _frame(self) -> None:
-        headers = self._headers
-        te = (_header(headers, "transfer-encoding") or "").lower()
-        cl = _header(headers, "content-length")
+    def _frame(self, te: str, cl: str | None) -> None:
         assert self._head is not None
         if self.role == "response":
             status = int(self._head[1])

@@ -201,17 +201,24 @@ class Summary:
                     conv, d = e
                     pstart = l4 + ((offflags >> 12) << 2)
                     plen = ipend - pstart
-                    if plen < 0:
-                        plen = 0
-                    payload = (bytes(buf[pstart:ipend]) if plen and conv.reasm is not None
-                               and conv.wants_payload(d) else None)
-                    conv.tcp(d, ts, orig, seq, ack, flags, payload, plen)
+                    if plen <= 0 and flags == 0x10 and conv.state == 7:
+                        # A bare ACK on an established connection: counters only.
+                        conv.last_ns = ts
+                        conv.packets[d] += 1
+                        conv.bytes[d] += orig
+                    else:
+                        if plen < 0:
+                            plen = 0
+                        payload = (bytes(buf[pstart:ipend]) if plen and conv.reasm is not None
+                                   and conv.wants_payload(d) else None)
+                        conv.tcp(d, ts, orig, seq, ack, flags, payload, plen)
+                        if flags & 0x05 and conv.ended and conv.reasm is not None and (
+                                not conv.follow):
+                            self._finish(conv)
                     if on_packet is not None:
                         on_packet(self._tcp_line(n, ts, conv, d, src, sport, dst, dport, seq,
                                                  ack, flags, plen, orig,
                                                  _TCPWIN(buf, l4 + 14)[0]))
-                    if conv.ended and conv.reasm is not None and not conv.follow:
-                        self._finish(conv)
                 elif proto == 17:
                     if ipend - l4 < 8:
                         continue

@@ -1,0 +1,200 @@
+"""Offline dissection benchmark: ``wirekit inspect --json`` against tshark, dpkt and scapy.
+
+All four compute the same conversation summary (TCP conversations: endpoints, packets and
+bytes each way) of the same synthesized loopback capture: many TCP connections, each with a
+three-way handshake, an HTTP-like request and response, and a FIN close, interleaved 16 at a
+time.  Each tool runs in its own process (interpreter start-up included); the table gives
+packets per second and wirekit's speed ratio against each.
+
+    python -m bench.inspect                  # 1,000,000 packets
+    python -m bench.inspect --packets 200000 --skip scapy
+
+dpkt and scapy are bench-only: ``pip install dpkt scapy`` into the venv (a missing one is
+reported as skipped).  The capture is cached in the work directory between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["main", "run", "synthesize"]
+
+REQUEST = b"GET /index.html HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: bench\r\n\r\n"
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 1800\r\n\r\n" + b"x" * 1800
+PER_CONV = 14  # handshake 3 + request/ack 2 + response 2 segments + 2 acks... see _conv()
+
+
+def _conv(i: int) -> list[bytes]:
+    from wirekit.pcapng.synth import TcpFlow
+
+    client = (f"127.{1 + i // 60000 % 250}.{i // 240 % 250}.{1 + i % 240}", 1024 + i % 60000)
+    flow = TcpFlow(client, ("127.0.0.1", 8080), client_isn=(i * 7919) & 0xFFFFFFFF,
+                   server_isn=(i * 104729) & 0xFFFFFFFF)
+    return (flow.handshake() + flow.send("c", REQUEST) + flow.send("s", RESPONSE)
+            + flow.close())
+
+
+def synthesize(path: Path, packets: int) -> int:
+    """Write a capture of about ``packets`` packets; returns the exact count."""
+    from wirekit.pcapng.writer import PcapngWriter
+
+    count = 0
+    ts = 1_700_000_000_000_000_000
+    with open(path, "wb") as f:
+        w = PcapngWriter(f, flush=False)
+        iface = w.add_interface(name="lo")
+        conv = 0
+        while count < packets:
+            group = [_conv(conv + k) for k in range(16)]
+            conv += 16
+            for step in range(max(map(len, group))):
+                for frames in group:
+                    if step < len(frames) and count < packets:
+                        ts += 7_000
+                        w.write_packet(iface, frames[step], ts)
+                        count += 1
+        w.flush()
+    return count
+
+
+_DPKT = r'''
+import sys, dpkt
+conv = {}
+with open(sys.argv[1], "rb") as f:
+    for ts, buf in dpkt.pcapng.Reader(f):
+        eth = dpkt.ethernet.Ethernet(buf)
+        ip = eth.data
+        if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.tcp.TCP):
+            continue
+        tcp = ip.data
+        a, b = (ip.src, tcp.sport), (ip.dst, tcp.dport)
+        key = (a, b) if a < b else (b, a)
+        c = conv.get(key)
+        if c is None or (tcp.flags & 0x12 == 0x02 and c[4]):
+            c = conv[key] = [0, 0, 0, 0, False]
+        d = 0 if a < b else 1
+        c[d] += 1
+        c[2 + d] += len(buf)
+        if tcp.flags & 0x05:
+            c[4] = True
+print(len(conv))
+'''
+
+_SCAPY = r'''
+import sys
+from scapy.all import PcapNgReader, IP, TCP
+conv = {}
+for pkt in PcapNgReader(sys.argv[1]):
+    if IP not in pkt or TCP not in pkt:
+        continue
+    ip, tcp = pkt[IP], pkt[TCP]
+    a, b = (ip.src, tcp.sport), (ip.dst, tcp.dport)
+    key = (a, b) if a < b else (b, a)
+    c = conv.get(key)
+    flags = int(tcp.flags)
+    if c is None or (flags & 0x12 == 0x02 and c[4]):
+        c = conv[key] = [0, 0, 0, 0, False]
+    d = 0 if a < b else 1
+    c[d] += 1
+    c[2 + d] += len(pkt)
+    if flags & 0x05:
+        c[4] = True
+print(len(conv))
+'''
+
+
+def _timed(cmd: list[str]) -> tuple[float, float]:
+    """Wall-clock and CPU (user + system) seconds of one run of ``cmd``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise RuntimeError(f"{cmd[0]} failed: {proc.stderr.decode(errors='replace')[-300:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
+
+
+def _has_module(name: str) -> bool:
+    return subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True,
+                          check=False).returncode == 0
+
+
+def run(args: argparse.Namespace | None = None) -> dict[str, dict[str, float]]:
+    """Run the comparison; returns ``{tool: {"seconds", "pps"}}`` and prints a table."""
+    if args is None:
+        args = _parser().parse_args([])
+    workdir = Path(args.workdir or tempfile.gettempdir())
+    capture = workdir / f"wirekit-bench-inspect-{args.packets}.pcapng"
+    if not capture.exists():
+        t0 = time.perf_counter()
+        n = synthesize(capture.with_suffix(".tmp"), args.packets)
+        capture.with_suffix(".tmp").rename(capture)
+        print(f"synthesized {n} packets ({capture.stat().st_size >> 20} MiB) in "
+              f"{time.perf_counter() - t0:.1f}s: {capture}", file=sys.stderr)
+    skip = set(args.skip or [])
+    tools: dict[str, list[str]] = {
+        "wirekit": [sys.executable, "-m", "wirekit", "inspect", "-q", "--json", str(capture)],
+    }
+    tshark = shutil.which("tshark")
+    if tshark:
+        tools["tshark"] = [tshark, "-r", str(capture), "-q", "-z", "conv,tcp"]
+    if _has_module("dpkt"):
+        tools["dpkt"] = [sys.executable, "-c", _DPKT, str(capture)]
+    if _has_module("scapy"):
+        tools["scapy"] = [sys.executable, "-c", _SCAPY, str(capture)]
+    results: dict[str, dict[str, float]] = {}
+    for name, cmd in tools.items():
+        if name in skip:
+            continue
+        runs = [_timed(cmd) for _ in range(args.repeat if name != "scapy" else 1)]
+        wall = min(r[0] for r in runs)
+        cpu = min(r[1] for r in runs)
+        results[name] = {"seconds": wall, "cpu_seconds": cpu, "pps": args.packets / wall}
+        print(f"  {name}: {wall:.2f}s wall, {cpu:.2f}s CPU", file=sys.stderr)
+    _table(results, args.packets)
+    return results
+
+
+def _table(results: dict[str, dict[str, float]], packets: int) -> None:
+    wk = results.get("wirekit")
+    print(f"\nconversation summary of {packets} packets (best of runs; lower is better)")
+    print(f"{'tool':<10} {'wall s':>8} {'CPU s':>8} {'packets/s':>12} {'speed-up wall':>14} "
+          f"{'speed-up CPU':>13}")
+    targets = {"tshark": 2.0, "dpkt": 1.0, "scapy": 10.0}
+    for name, r in results.items():
+        rw = rc = ""
+        if wk is not None and name != "wirekit":
+            rw = f"{r['seconds'] / wk['seconds']:.2f}x"
+            rc = f"{r['cpu_seconds'] / wk['cpu_seconds']:.2f}x"
+        target = f"  (target >= {targets[name]:g}x)" if name in targets and rw else ""
+        print(f"{name:<10} {r['seconds']:>8.2f} {r['cpu_seconds']:>8.2f} {r['pps']:>12,.0f} "
+              f"{rw:>14} {rc:>13}{target}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.inspect", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--packets", type=int, default=1_000_000)
+    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--skip", action="append", choices=["tshark", "dpkt", "scapy", "wirekit"])
+    p.add_argument("--workdir", default=os.environ.get("WIREKIT_BENCH_DIR"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    run(_parser().parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
