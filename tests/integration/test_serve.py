@@ -182,6 +182,17 @@ async def test_echo_stops_reading_while_the_peer_does_not_read_then_resumes() ->
     assert received == sent
 
 
+async def test_shutdown_closes_idle_http_keep_alive_connections_at_once() -> None:
+    server, events = await start("http", grace=30)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.address.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b"</html>\n"), 5)
+    await asyncio.wait_for(server.aclose(), 10)  # does not wait the 30 s grace
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    assert [e.ended for e in events] == ["server closed"]
+
+
 # -- UDP --------------------------------------------------------------------------
 @pytest.mark.parametrize("service", ["echo", "time", "daytime", "chargen"])
 async def test_udp_services_answer_each_datagram(service: str) -> None:

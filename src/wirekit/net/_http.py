@@ -70,6 +70,11 @@ class HttpRequestParser:
         self._skip = 0  # body bytes of the previous request still to discard
         self._failed = False
 
+    @property
+    def busy(self) -> bool:
+        """True while part of a request (head or body) has arrived but not all of it."""
+        return bool(self._buffer or self._skip)
+
     def feed(self, data: bytes) -> list[HttpRequest | HttpError]:
         if self._failed:
             return []

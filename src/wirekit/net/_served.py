@@ -245,6 +245,9 @@ class ServedProtocol(asyncio.Protocol):
                 self.transport.resume_reading()
 
     # -- ending ------------------------------------------------------------------------
+    def draining(self) -> None:
+        """The server stopped accepting; services with nothing in progress may close now."""
+
     def close(self, why: str = SERVER_CLOSED) -> None:
         """Close after flushing what is buffered."""
         if self.transport is not None:

@@ -144,6 +144,8 @@ class Server:
     async def _shutdown(self, grace: float | None) -> None:
         state = self._state
         self.close()
+        for conn in list(state.live):
+            conn.draining()
         if grace is None:
             grace = state.gate.limits.grace
         if state.live and not await state.gate.drained(max(grace, 0.0)):
@@ -353,6 +355,9 @@ class _HandlerProtocol(asyncio.StreamReaderProtocol):
             state.live.discard(self)
             state.gate.leave()
             state.finished(self._wk_peer, self._wk_in, 0, self._wk_started, RESET)
+
+    def draining(self) -> None:
+        """Handlers run to completion (within the grace period); nothing to do here."""
 
     def abort(self, why: str) -> None:
         if self._wk_ended is None:

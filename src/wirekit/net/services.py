@@ -224,6 +224,13 @@ class HttpProtocol(ServedProtocol):
 
     def opened(self) -> None:
         self._parser = HttpRequestParser()
+        self._draining = False
+
+    def draining(self) -> None:
+        # An idle keep-alive connection has nothing to finish: close it now, like nginx.
+        self._draining = True
+        if not self._parser.busy:
+            self.close()
 
     def data_received(self, data: bytes) -> None:
         if not self.admitted:
@@ -243,7 +250,7 @@ class HttpProtocol(ServedProtocol):
                 reply, keep_alive = http_response(item)
             transport.write(reply)
             self.bytes_out += len(reply)
-            if not keep_alive:
+            if not keep_alive or self._draining:
                 self.close()
                 return
 
