@@ -657,3 +657,21 @@ def test_iana_names() -> None:
     assert names.signature_scheme_name(0x0807) == "ed25519"
     assert names.alert_name(48) == "unknown_ca" and names.alert_name(200) == "200"
     assert names.version_name(0x0304) == "TLS 1.3" and names.version_name(0x7F1C) == "0x7f1c"
+
+
+def test_certificate_names_survive_a_zero_serial() -> None:
+    """cryptography warns about a non-positive serial; the names are still reported."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "zero.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    der = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    )
+    marker = b"\xa0\x03\x02\x01\x02\x02\x01\x01"
+    assert marker in der
+    der = der.replace(marker, marker[:-1] + b"\x00", 1)
+    entry = tls.CertificateEntry(der).to_dict()
+    assert entry["subject"] == entry["issuer"] == "CN=zero.test"

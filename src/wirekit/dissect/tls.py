@@ -30,6 +30,7 @@ the damage within the bytes fed so far, and never IndexError or struct.error.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -719,9 +720,12 @@ def _x509_names(der: bytes) -> dict[str, Any]:
     except ImportError:  # pragma: no cover - cryptography is a dependency
         return {}
     try:
-        cert = x509.load_der_x509_certificate(der)
-        return {"subject": cert.subject.rfc4514_string(),
-                "issuer": cert.issuer.rfc4514_string()}
+        with warnings.catch_warnings():
+            # e.g. "serial number which wasn't positive": worth showing, not worth a warning
+            warnings.simplefilter("ignore")
+            cert = x509.load_der_x509_certificate(der)
+            return {"subject": cert.subject.rfc4514_string(),
+                    "issuer": cert.issuer.rfc4514_string()}
     except Exception:  # any malformed DER: report it without names
         return {"subject": None, "issuer": None}
 
