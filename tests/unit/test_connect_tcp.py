@@ -195,3 +195,51 @@ async def test_public_api_name() -> None:
     import wirekit
 
     assert wirekit.connect is connect
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+async def test_ipv6_literal() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"v6\n")
+        writer.close()
+
+    server = await asyncio.start_server(handle, "::1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, await connect(f"[::1]:{port}", timeout=5) as conn:
+        assert conn.peer.host == "::1"
+        assert conn.peer.hostport == f"[::1]:{port}"
+        assert await conn.recvline(timeout=5) == b"v6\n"
+
+
+def test_on_uvloop_too() -> None:
+    """The CLI runs on uvloop when installed: connect, read, refuse the same way there."""
+    pytest.importorskip("uvloop")
+    from wirekit.net.runtime import run
+
+    async def main() -> tuple[bytes, str]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"fast\n")
+            writer.close()
+
+        server, port = await _serve(handle)
+        async with server, await connect(f":{port}") as conn:
+            line = await conn.recvline(timeout=5)
+        refused = closed_port()
+        try:
+            await connect(f":{refused}", timeout=5)
+        except errors.ConnectRefused as exc:
+            return line, str(exc)
+        return line, "connected?"
+
+    line, message = run(main(), use_uvloop=True)
+    assert line == b"fast\n"
+    assert message.startswith("connection refused by 127.0.0.1:")

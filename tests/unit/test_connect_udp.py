@@ -130,3 +130,13 @@ async def test_public_api_name() -> None:
     import wirekit
 
     assert wirekit.udp_request is udp_request
+
+
+def test_on_uvloop_too() -> None:
+    """ICMP port unreachable must surface as ConnectRefused on uvloop as well."""
+    pytest.importorskip("uvloop")
+    from wirekit.net.runtime import run
+
+    port = closed_udp_port()
+    with pytest.raises(errors.ConnectRefused):
+        run(udp_request(f"udp://127.0.0.1:{port}", b"x", timeout=2, retries=1), use_uvloop=True)
