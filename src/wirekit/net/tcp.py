@@ -12,6 +12,8 @@ import asyncio
 import errno
 import socket
 import ssl as _ssl
+from collections.abc import Sequence
+from typing import Any
 
 from wirekit.address import Address, parse_address
 from wirekit.errors import ConnectTimeout, UsageError
@@ -89,7 +91,7 @@ async def connect(
 
 async def _connect_any(
     loop: asyncio.AbstractEventLoop,
-    infos: list[tuple[int, int, int, str, tuple[object, ...]]],
+    infos: Sequence[tuple[int, int, int, str, Any]],
 ) -> socket.socket:
     """The first address that accepts; otherwise raise the most telling failure."""
     failures: list[OSError] = []
@@ -109,8 +111,8 @@ async def _connect_any(
     if not failures:  # getaddrinfo returned nothing usable
         raise socket.gaierror(socket.EAI_NONAME, "no addresses")
     # "refused" says more than "unreachable" (e.g. localhost -> ::1 without IPv6, then v4).
-    for exc in failures:
-        if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
-            raise exc
+    for failure in failures:
+        if isinstance(failure, ConnectionRefusedError) or failure.errno == errno.ECONNREFUSED:
+            raise failure
     raise failures[0]
 
