@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
@@ -74,4 +75,6 @@ def sshd(address: str, state_dir: str | None, authorized_keys: str | None,
 
     code = run(serve())
     if code:
-        raise click.exceptions.Exit(code)
+        # SystemExit, not click's Exit: main() drops the code click returns for Exit
+        # in standalone_mode=False (reported to the integrator).
+        sys.exit(code)

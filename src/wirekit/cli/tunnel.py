@@ -131,7 +131,9 @@ def tunnel(target: str, local: tuple[str, ...], remote: tuple[str, ...],
         else:
             click.echo(line, err=True)
     if code:
-        raise click.exceptions.Exit(code)
+        # SystemExit, not click's Exit: main() drops the code click returns for Exit
+        # in standalone_mode=False (reported to the integrator).
+        sys.exit(code)
 
 
 def _prompt():  # type: ignore[no-untyped-def]

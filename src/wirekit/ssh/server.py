@@ -154,10 +154,13 @@ async def start_sshd(
     keys = None
     keys_path = Path(authorized_keys or "~/.ssh/authorized_keys").expanduser()
     if keys_path.is_file():
-        try:
-            keys = asyncssh.read_authorized_keys(str(keys_path))
-        except (ValueError, asyncssh.KeyImportError) as exc:
-            raise UsageError(f"cannot read authorized keys {str(keys_path)!r}: {exc}") from None
+        text = keys_path.read_text()
+        if text.strip() or password is None:
+            try:
+                keys = asyncssh.import_authorized_keys(text)
+            except (ValueError, asyncssh.KeyImportError) as exc:
+                raise UsageError(
+                    f"cannot read authorized keys {str(keys_path)!r}: {exc}") from None
     elif authorized_keys is not None:
         raise UsageError(f"authorized keys file {str(authorized_keys)!r} does not exist")
     if keys is None and password is None:
