@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from wirekit.tls.certs import CertInfo, describe
+from wirekit.tls.certinfo import CertInfo, describe
 from wirekit.tls.inspect import TLSReport
 from wirekit.tls.verdicts import ERROR, Verdict
 

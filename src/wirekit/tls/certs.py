@@ -22,15 +22,14 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from wirekit.errors import UsageError, WirekitError
+from wirekit.tls.certinfo import CertInfo, describe
 
 __all__ = [
     "DEFAULT_CA_DAYS",
@@ -57,15 +56,8 @@ PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519Pri
 DEFAULT_CA_DAYS = 3650
 DEFAULT_LEAF_DAYS = 365  # below the 398 days browsers accept for a leaf
 _BACKDATE = dt.timedelta(minutes=5)  # tolerate small clock skew between machines
-_CURVES = {"p256": ec.SECP256R1, "p384": ec.SECP384R1, "p521": ec.SECP521R1}
-_EKU_NAMES = {
-    ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
-    ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
-    ExtendedKeyUsageOID.CODE_SIGNING: "codeSigning",
-    ExtendedKeyUsageOID.EMAIL_PROTECTION: "emailProtection",
-    ExtendedKeyUsageOID.TIME_STAMPING: "timeStamping",
-    ExtendedKeyUsageOID.OCSP_SIGNING: "OCSPSigning",
-    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE: "anyExtendedKeyUsage",
+_CURVES: dict[str, type[ec.EllipticCurve]] = {
+    "p256": ec.SECP256R1, "p384": ec.SECP384R1, "p521": ec.SECP521R1,
 }
 
 
@@ -316,8 +308,10 @@ def legacy_signed(
     tbs = _der(0x30, body)
     if isinstance(issuer_key, rsa.RSAPrivateKey):
         sig = issuer_key.sign(tbs, padding.PKCS1v15(), digest)
-    else:
+    elif isinstance(issuer_key, ec.EllipticCurvePrivateKey):
         sig = issuer_key.sign(tbs, ec.ECDSA(digest))
+    else:
+        raise UsageError(f"cannot make a {algorithm} signature with this key type")
     der = _der(0x30, tbs + new_alg + _der(0x03, b"\x00" + sig))
     return x509.load_der_x509_certificate(der)
 
@@ -558,115 +552,3 @@ def _default_ca_name() -> str:
 def _cn(cert: x509.Certificate) -> str:
     attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(attrs[0].value) if attrs else cert.subject.rfc4514_string()
-
-
-# -- show ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CertInfo:
-    """The facts ``cert show`` and ``tls`` print about one certificate."""
-
-    subject: str
-    issuer: str
-    san: tuple[str, ...]
-    not_before: dt.datetime
-    not_after: dt.datetime
-    serial: str
-    sha256: str
-    key: str
-    signature_algorithm: str
-    is_ca: bool
-    eku: tuple[str, ...]
-    self_signed: bool
-
-    def to_json(self, *, full: bool = True) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "subject": self.subject,
-            "issuer": self.issuer,
-            "san": list(self.san),
-            "not_before": self.not_before.isoformat().replace("+00:00", "Z"),
-            "not_after": self.not_after.isoformat().replace("+00:00", "Z"),
-            "serial": self.serial,
-            "sha256": self.sha256,
-            "key": self.key,
-            "signature_algorithm": self.signature_algorithm,
-        }
-        if full:
-            data.update(is_ca=self.is_ca, eku=list(self.eku), self_signed=self.self_signed)
-        return data
-
-
-def san_names(cert: x509.Certificate) -> tuple[str, ...]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return ()
-    except ValueError:
-        return ()
-    names: list[str] = [str(n) for n in san.get_values_for_type(x509.DNSName)]
-    names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
-    return tuple(names)
-
-
-def key_description(cert: x509.Certificate) -> str:
-    key = cert.public_key()
-    if isinstance(key, rsa.RSAPublicKey):
-        return f"RSA {key.key_size}"
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return f"EC {key.curve.name} ({key.curve.key_size} bits)"
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "Ed25519"
-    if isinstance(key, ed448.Ed448PublicKey):
-        return "Ed448"
-    if isinstance(key, dsa.DSAPublicKey):
-        return f"DSA {key.key_size}"
-    return type(key).__name__
-
-
-def signature_name(cert: x509.Certificate) -> str:
-    oid = cert.signature_algorithm_oid
-    return getattr(oid, "_name", None) or oid.dotted_string
-
-
-def extended_key_usage(cert: x509.Certificate) -> tuple[str, ...] | None:
-    """EKU names, or ``None`` when the certificate has no EKU extension (any usage)."""
-    try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except (x509.ExtensionNotFound, ValueError):
-        return None
-    return tuple(_EKU_NAMES.get(oid, oid.dotted_string) for oid in eku)
-
-
-def is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except (x509.ExtensionNotFound, ValueError):
-        return False
-
-
-def is_self_signed(cert: x509.Certificate) -> bool:
-    if cert.issuer != cert.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(cert)
-    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
-        return False
-    return True
-
-
-def describe(cert: x509.Certificate) -> CertInfo:
-    return CertInfo(
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
-        san=san_names(cert),
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-        serial=f"{cert.serial_number:x}",
-        sha256=cert.fingerprint(hashes.SHA256()).hex(":").upper(),
-        key=key_description(cert),
-        signature_algorithm=signature_name(cert),
-        is_ca=is_ca(cert),
-        eku=extended_key_usage(cert) or (),
-        self_signed=is_self_signed(cert),
-    )

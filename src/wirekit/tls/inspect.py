@@ -22,7 +22,8 @@ from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 
 from wirekit.errors import UsageError
-from wirekit.tls.certs import describe, load_certificates
+from wirekit.tls.certinfo import describe
+from wirekit.tls.certs import load_certificates
 from wirekit.tls.verdicts import ChainCheck, check_chain
 
 __all__ = ["TLSReport", "Trust", "inspect_chain", "load_trust"]

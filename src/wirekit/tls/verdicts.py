@@ -30,13 +30,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, padding, rsa
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.x509 import verification
-from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
+from cryptography.x509.oid import NameOID
 
 from wirekit.errors import CertificateError
-from wirekit.tls.certs import extended_key_usage, is_self_signed, san_names
+from wirekit.tls.certinfo import (
+    LEGACY_SIGNATURES,
+    extended_key_usage,
+    is_self_signed,
+    issued_by,
+    san_names,
+)
 
 __all__ = [
     "CODES",
@@ -68,13 +74,6 @@ CODES = {
 EXPIRES_SOON = dt.timedelta(days=14)
 MIN_RSA_BITS = 2048
 MIN_EC_BITS = 224
-_WEAK_SIGNATURES = {
-    SignatureAlgorithmOID.RSA_WITH_MD5: "MD5",
-    SignatureAlgorithmOID.RSA_WITH_SHA1: "SHA-1",
-    SignatureAlgorithmOID._RSA_WITH_SHA1: "SHA-1",
-    SignatureAlgorithmOID.ECDSA_WITH_SHA1: "SHA-1",
-    SignatureAlgorithmOID.DSA_WITH_SHA1: "SHA-1",
-}
 _LEGACY = {"SSLv2": "SSL 2.0", "SSLv3": "SSL 3.0", "TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1"}
 _MAX_DEPTH = 10
 
@@ -193,39 +192,6 @@ def _issuer_name(cert: x509.Certificate) -> str:
     return str(cns[0].value) if cns else cert.issuer.rfc4514_string() or "(empty issuer)"
 
 
-def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    if child.issuer != parent.subject:
-        return False
-    try:
-        child.verify_directly_issued_by(parent)
-    except ValueError:
-        # cryptography refuses legacy (SHA-1, MD5) signatures; check those by hand so the
-        # chain still builds and weak_signature can say what is wrong with it.
-        return _legacy_signature_valid(child, parent)
-    except (InvalidSignature, UnsupportedAlgorithm, TypeError):
-        return False
-    return True
-
-
-def _legacy_signature_valid(child: x509.Certificate, parent: x509.Certificate) -> bool:
-    if child.signature_algorithm_oid not in _WEAK_SIGNATURES:
-        return False
-    try:
-        digest = child.signature_hash_algorithm
-        key = parent.public_key()
-        if digest is None:
-            return False
-        if isinstance(key, rsa.RSAPublicKey):
-            key.verify(child.signature, child.tbs_certificate_bytes, padding.PKCS1v15(), digest)
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(child.signature, child.tbs_certificate_bytes, ec.ECDSA(digest))
-        else:
-            return False
-    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
-        return False
-    return True
-
-
 def _build_path(
     chain: Sequence[x509.Certificate], roots: Sequence[x509.Certificate], roots_name: str
 ) -> tuple[list[x509.Certificate], bool, list[Verdict]]:
@@ -236,7 +202,7 @@ def _build_path(
     while len(path) <= _MAX_DEPTH:
         if cur in roots:
             return path, True, []
-        root = next((r for r in roots if _issued_by(cur, r)), None)
+        root = next((r for r in roots if issued_by(cur, r)), None)
         if root is not None:
             path.append(root)
             return path, True, []
@@ -248,7 +214,7 @@ def _build_path(
             return path, False, [_verdict(
                 "untrusted_root", f"the chain ends at root '{_name(cur)}', which is not in "
                 f"{roots_name}")]
-        parent = next((c for c in pool if c not in path and _issued_by(cur, c)), None)
+        parent = next((c for c in pool if c not in path and issued_by(cur, c)), None)
         if parent is None:
             break
         path.append(parent)
@@ -320,7 +286,7 @@ def _key_verdicts(cert: x509.Certificate, index: int) -> list[Verdict]:
 
 
 def _signature_verdicts(cert: x509.Certificate, index: int) -> list[Verdict]:
-    weak = _WEAK_SIGNATURES.get(cert.signature_algorithm_oid)
+    weak = LEGACY_SIGNATURES.get(cert.signature_algorithm_oid)
     if weak is None:
         return []
     algorithm = getattr(cert.signature_algorithm_oid, "_name", weak)
@@ -435,10 +401,10 @@ def _strict_verifier(
             return None  # nothing to name the server by; our own checks stand
         host = hostname.strip("[]").split("%", 1)[0].rstrip(".")
         try:
-            subject: verification.Subject = verification.IPAddress(ipaddress.ip_address(host))
+            subject: verification.Subject = x509.IPAddress(ipaddress.ip_address(host))
         except ValueError:
             try:
-                subject = verification.DNSName(host)
+                subject = x509.DNSName(host)
             except ValueError:
                 return None
         builder.build_server_verifier(subject).verify(chain[0], list(chain[1:]))
