@@ -6,6 +6,7 @@ The client reads once after the handshake so TLS 1.3 NewSessionTickets are proce
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import re
@@ -282,3 +283,35 @@ def test_trace_against_openssl_s_server(openssl_server, cert, version: str, flag
             body += chunk
     assert b"HTTP/1.0 200 ok" in body
     check_trace(trace, version)
+
+
+async def test_trace_through_asyncio_streams(python_server, cert) -> None:
+    """asyncio's TLS transport uses SSLObject: the same hook, the same trace."""
+    import asyncio
+
+    port, _ = python_server
+    ctx = client_context(cert, "TLSv1_3")
+    trace = HandshakeTrace.attach(ctx)
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost"),
+        TIMEOUT)
+    try:
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.read(100), TIMEOUT) == b"ping"
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await asyncio.wait_for(writer.wait_closed(), TIMEOUT)
+    check_trace(trace, "TLSv1_3")
+
+
+def test_trace_limit_bounds_memory(python_server, cert) -> None:
+    port, _ = python_server
+    ctx = client_context(cert, "TLSv1_3")
+    trace = HandshakeTrace.attach(ctx, limit=2)
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as raw, \
+            ctx.wrap_socket(raw, server_hostname="localhost") as conn:
+        conn.sendall(b"x")
+        assert conn.recv(10) == b"x"
+    assert trace.types() == ["ClientHello", "ServerHello"]
+    assert trace.dropped >= 6

@@ -604,6 +604,7 @@ class ClientHello:
             "session_id": _HEX(self.session_id),
             "sni": self.sni,
             "alpn": self.alpn,
+            "supported_versions": self.supported_versions,
             "cipher_suites": self.cipher_suite_names,
             "compression_methods": list(self.compression_methods),
             "extensions": [e.to_dict() for e in self.extensions],

@@ -25,8 +25,11 @@ Usage::
     trace.detach()
 
 The callback lives on the context: every connection made from it is traced, each entry
-tagged with a ``connection`` index (0 for the first).  NewSessionTicket in TLS 1.3 arrives
-after the handshake and is only seen once the client reads from the connection.
+tagged with a ``connection`` index (0 for the first); the trace keeps a reference to each
+connection (so indexes stay unique) and at most ``limit`` entries, so attach it to a
+context made for the connections to trace, not to a long-lived server context.
+NewSessionTicket in TLS 1.3 arrives after the handshake and is only seen once the client
+reads from the connection.
 """
 
 from __future__ import annotations
@@ -82,17 +85,22 @@ class TraceEntry:
 class HandshakeTrace:
     """Records every TLS message of connections made from one ``SSLContext``."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 10_000) -> None:
         self.entries: list[TraceEntry] = []
+        self.limit = limit
+        self.dropped = 0  # messages not recorded because ``limit`` was reached
         self._lock = threading.Lock()
         self._conns: dict[int, tuple[int, dtls.HandshakeContext, object]] = {}
         self._ctx: ssl.SSLContext | None = None
         self._previous: Callable[..., Any] | None = None
 
     @classmethod
-    def attach(cls, ctx: ssl.SSLContext) -> HandshakeTrace:
-        """Start tracing ``ctx`` (chains any callback already set on it)."""
-        trace = cls()
+    def attach(cls, ctx: ssl.SSLContext, limit: int = 10_000) -> HandshakeTrace:
+        """Start tracing ``ctx`` (chains any callback already set on it).
+
+        At most ``limit`` messages are kept (memory stays bounded on a busy context).
+        """
+        trace = cls(limit)
         trace._ctx = ctx
         trace._previous = getattr(ctx, "_msg_callback", None)
         ctx._msg_callback = trace._callback  # type: ignore[attr-defined]
@@ -137,6 +145,9 @@ class HandshakeTrace:
         server_side = bool(getattr(conn, "server_side", False))
         sender = "server" if (direction == "write") == server_side else "client"
         with self._lock:
+            if len(self.entries) >= self.limit:
+                self.dropped += 1
+                return
             index, hs_ctx, _ = self._conns.setdefault(
                 id(conn), (len(self._conns), dtls.HandshakeContext(), conn)
             )
