@@ -482,11 +482,11 @@ def _open_reason(exc: BaseException) -> str:
 def _listen_reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "no answer from the server"
-    text = str(exc) or type(exc).__name__
-    if "Failed to request port forwarding" in text:
-        return ("administratively prohibited (the server does not allow it: AllowTcpForwarding "
-                "/ GatewayPorts, or the port is in use there)")
-    return text
+    if isinstance(exc, asyncssh.ChannelListenError):
+        # SSH's global request failure carries no reason: name the usual ones.
+        return ("request denied: administratively prohibited (AllowTcpForwarding / "
+                "PermitListen / GatewayPorts on the server) or the port is in use there")
+    return str(exc) or type(exc).__name__
 
 
 @contextlib.asynccontextmanager
