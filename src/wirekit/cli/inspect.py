@@ -10,9 +10,8 @@ from pathlib import Path
 
 import click
 
-from wirekit.cli.main import exit_with
 from wirekit.dissect.summary import Summary
-from wirekit.errors import ParseError, UsageError
+from wirekit.errors import ParseError, UsageError, WirekitError
 from wirekit.pcapng.reader import open_buffer
 from wirekit.report import inspect as render
 
@@ -53,7 +52,7 @@ def _progress(total: int, enabled: bool) -> tuple[Callable[[int], None] | None,
     return (lambda done: progress.update(task, completed=done)), progress.stop
 
 
-def run_inspect(config: InspectConfig) -> int:
+def run_inspect(config: InspectConfig) -> None:
     out = sys.stdout
     on_packet = None
     if config.packets and not config.json:
@@ -90,10 +89,9 @@ def run_inspect(config: InspectConfig) -> int:
         out.write(render.summary_text(summary) + "\n")
     out.flush()
     if summary.error is not None:
-        click.echo(f"wirekit: error: capture damaged after {summary.packets} packets: "
-                   f"{summary.error}", err=True)
-        return 1
-    return 0
+        # After the report: main() prints this as the one "wirekit: error:" line, exit 1.
+        raise WirekitError(f"capture damaged after {summary.packets} packets: "
+                           f"{summary.error}", offset=summary.error.offset)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -123,6 +121,4 @@ def inspect(file: Path, as_json: bool, follow: str | None, as_hex: bool, packets
     if as_hex and follow is None:
         raise UsageError("--hex only applies with --follow N")
     config = InspectConfig(file, as_json, _parse_follow(follow), as_hex, packets, quiet)
-    code = run_inspect(config)
-    if code:
-        exit_with(code)
+    run_inspect(config)
