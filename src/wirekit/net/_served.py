@@ -7,13 +7,18 @@ derived from :class:`ServedProtocol`::
 
     connection_made --Gate refuses--> close at once, "refused" event, nothing else
           |
-          admitted: live set += self, idle timer armed at last_activity + idle_timeout
+          admitted: live set += self
           v
-    data flows (subclasses call touch() / update bytes_in, bytes_out)
-          |   idle timer fires with no traffic for idle_timeout -> abort, "idle timeout"
-          |   shutdown after --grace                              -> abort, "shutdown"
+    data flows (subclasses add to bytes_in / bytes_out, nothing else)
+          |   the sweeper saw no byte move for idle_timeout -> abort, "idle timeout"
+          |   shutdown after --grace                         -> abort, "shutdown"
           v
     connection_lost --> Gate.leave(), live set -= self, one ConnectionEvent
+
+Idle timeouts cost nothing per connection or per read: one sweeper per listener wakes up
+every min(idle_timeout / 4, 1 s) and compares each live connection's byte counters with
+what it saw last time, so a connection is closed between idle_timeout and
+idle_timeout + one sweep period after its last byte.
 
 The built-in services subclass this directly (an asyncio Protocol is several times
 cheaper than streams); flow control is the classic one: when our write buffer passes the
@@ -97,6 +102,39 @@ class ServerState:
         self.bytes_in = 0
         self.bytes_out = 0
         self.closing = False
+        # The peer's address is only needed for an ACL or an event; skip the syscall otherwise.
+        self.needs_peer = bool(gate.limits.acl) or on_event is not None
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    # -- the live set and the idle sweeper -----------------------------------------------------
+    def admit(self, conn: Any) -> None:
+        """``conn`` has ``activity()``, ``seen``, ``quiet_since`` and ``idle_expired()``."""
+        conn.quiet_since = self.loop.time()
+        self.live.add(conn)
+        if self.idle_timeout and self._sweeper is None:
+            self._sweeper = self.loop.call_later(self._period(), self._sweep)
+
+    def _period(self) -> float:
+        return min(max(self.idle_timeout / 4, 0.01), 1.0) if self.idle_timeout else 1.0
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = self.loop.time()
+        timeout = self.idle_timeout or 0.0
+        for conn in list(self.live):
+            seen = conn.activity()
+            if seen != conn.seen:
+                conn.seen = seen
+                conn.quiet_since = now
+            elif now - conn.quiet_since >= timeout:
+                conn.idle_expired()
+        if self.live:
+            self._sweeper = self.loop.call_later(self._period(), self._sweep)
+
+    def stop_sweeping(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
 
     def peer_address(self, name: Any) -> Address:
         if isinstance(name, tuple) and len(name) >= 2:
@@ -121,60 +159,16 @@ class ServerState:
                                           REFUSED, reason, time.time()))
 
 
-class IdleTimer:
-    """Calls ``expire()`` once nothing touched it for ``timeout`` seconds.
-
-    ``touch()`` only stores a timestamp; the single timer handle re-arms itself lazily,
-    so busy connections cost no timer churn.  ``probe`` (optional) returns a counter that
-    changes with activity the owner cannot see directly (a handler's sends).
-    """
-
-    __slots__ = ("_handle", "_loop", "_probe", "_seen", "expire", "last", "timeout")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float,
-                 expire: Callable[[], object], probe: Callable[[], int] | None = None) -> None:
-        self._loop = loop
-        self.timeout = timeout
-        self.expire = expire
-        self._probe = probe
-        self._seen = 0
-        self.last = loop.time()
-        self._handle: asyncio.TimerHandle | None = loop.call_at(self.last + timeout, self._fire)
-
-    def touch(self) -> None:
-        self.last = self._loop.time()
-
-    def _fire(self) -> None:
-        now = self._loop.time()
-        if self._probe is not None:
-            seen = self._probe()
-            if seen != self._seen:
-                self._seen = seen
-                self.last = now
-        if now - self.last >= self.timeout:
-            self._handle = None
-            self.expire()
-            return
-        step = self.last + self.timeout
-        if self._probe is not None:
-            step = min(step, now + max(self.timeout / 4, 0.01))
-        self._handle = self._loop.call_at(step, self._fire)
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-
 class ServedProtocol(asyncio.Protocol):
     """Base of the built-in services: admission, counters, idle timeout, finished event.
 
     Subclasses implement :meth:`opened` and ``data_received``; in ``data_received`` they
     return early unless ``self.admitted`` (uvloop may deliver data to a refused
-    connection), add to ``bytes_in`` / ``bytes_out`` and call ``self.idle.touch()``.
+    connection) and add to ``bytes_in`` / ``bytes_out`` (the idle sweeper watches those).
     """
 
-    idle: IdleTimer | None = None
+    seen = 0
+    quiet_since = 0.0
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
@@ -191,8 +185,10 @@ class ServedProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         state = self.state
-        self.peer = transport.get_extra_info("peername")
-        host = self.peer[0] if isinstance(self.peer, tuple) else ""
+        host = ""
+        if state.needs_peer:
+            self.peer = transport.get_extra_info("peername")
+            host = self.peer[0] if isinstance(self.peer, tuple) else ""
         reason = "shutting down" if state.closing else state.gate.refusal(host)
         if reason is not None:
             transport.close()
@@ -200,9 +196,7 @@ class ServedProtocol(asyncio.Protocol):
             return
         self.admitted = True
         self.started = state.loop.time()
-        state.live.add(self)
-        if state.idle_timeout:
-            self.idle = IdleTimer(state.loop, state.idle_timeout, self._idle_expired)
+        state.admit(self)
         self.opened()
 
     def opened(self) -> None:
@@ -216,8 +210,6 @@ class ServedProtocol(asyncio.Protocol):
         if not self.admitted:
             return
         self.admitted = False
-        if self.idle is not None:
-            self.idle.cancel()
         state = self.state
         state.live.discard(self)
         state.gate.leave()
@@ -262,6 +254,8 @@ class ServedProtocol(asyncio.Protocol):
                 self.ended = why
             self.transport.abort()
 
-    def _idle_expired(self) -> None:
-        self.idle = None
+    def activity(self) -> int:
+        return self.bytes_in + self.bytes_out
+
+    def idle_expired(self) -> None:
         self.abort(IDLE)

@@ -42,7 +42,6 @@ from wirekit.net._served import (
     SHUTDOWN,
     ConnectionEvent,
     EventCallback,
-    IdleTimer,
     ServerState,
 )
 from wirekit.net.gate import Gate, Limits
@@ -153,6 +152,7 @@ class Server:
                 conn.abort(SHUTDOWN)
             # Handler tasks get cancelled by abort(); wait for them to report.
             await state.gate.drained(2.0)
+        state.stop_sweeping()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
@@ -281,7 +281,8 @@ class _HandlerProtocol(asyncio.StreamReaderProtocol):
         self._wk_task: asyncio.Task[None] | None = None
         self._wk_conn: Connection | None = None
         self._wk_peer: Any = None
-        self._wk_idle: IdleTimer | None = None
+        self.seen = 0
+        self.quiet_since = 0.0
         self._wk_ended: str | None = None
         self._wk_eof = False
         self._wk_in = 0
@@ -299,15 +300,12 @@ class _HandlerProtocol(asyncio.StreamReaderProtocol):
             return
         self._wk_admitted = True
         self._wk_started = state.loop.time()
-        state.live.add(self)
+        state.admit(self)
         super().connection_made(transport)
 
     def _start(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         state = self._wk_state
         conn = self._wk_conn = Connection.from_streams(reader, writer, state.scheme)
-        if state.idle_timeout:
-            self._wk_idle = IdleTimer(state.loop, state.idle_timeout, self._idle_expired,
-                                      probe=lambda: conn.bytes_sent)
         self._wk_task = state.loop.create_task(self._run(conn))
 
     async def _run(self, conn: Connection) -> None:
@@ -324,8 +322,6 @@ class _HandlerProtocol(asyncio.StreamReaderProtocol):
                 else:
                     self._wk_ended, detail = ERROR, f"{type(exc).__name__}: {exc}"
         finally:
-            if self._wk_idle is not None:
-                self._wk_idle.cancel()
             with contextlib.suppress(Exception):
                 await conn.aclose()
             ended = self._wk_ended or (PEER_CLOSED if self._wk_eof else SERVER_CLOSED)
@@ -338,8 +334,6 @@ class _HandlerProtocol(asyncio.StreamReaderProtocol):
         if not self._wk_admitted:
             return
         self._wk_in += len(data)
-        if self._wk_idle is not None:
-            self._wk_idle.touch()
         super().data_received(data)
 
     def eof_received(self) -> bool:
@@ -367,8 +361,10 @@ class _HandlerProtocol(asyncio.StreamReaderProtocol):
         if self._wk_task is not None:
             self._wk_task.cancel()
 
-    def _idle_expired(self) -> None:
-        self._wk_idle = None
+    def activity(self) -> int:
+        return self._wk_in + (self._wk_conn.bytes_sent if self._wk_conn is not None else 0)
+
+    def idle_expired(self) -> None:
         self.abort("idle timeout")
 
 

@@ -115,8 +115,6 @@ class EchoProtocol(ServedProtocol):
         self.bytes_in += n
         self.transport.write(data)  # type: ignore[union-attr]
         self.bytes_out += n
-        if self.idle is not None:
-            self.idle.touch()
 
 
 class DiscardProtocol(ServedProtocol):
@@ -126,8 +124,6 @@ class DiscardProtocol(ServedProtocol):
         if not self.admitted:
             return
         self.bytes_in += len(data)
-        if self.idle is not None:
-            self.idle.touch()
 
 
 class DaytimeProtocol(ServedProtocol):
@@ -164,8 +160,6 @@ class ChargenProtocol(ServedProtocol):
                 break
             transport.write(block)
             self.bytes_out += len(block)
-        if self.idle is not None:
-            self.idle.touch()
         if not self._paused:
             self.state.loop.call_soon(self._produce)
 
@@ -195,8 +189,6 @@ class TimeProtocol(ServedProtocol):
         if not self.admitted:
             return
         self.bytes_in += len(data)
-        if self.idle is not None:
-            self.idle.touch()
         self._answer(self._splitter.feed(data))
 
     def _answer(self, messages: list[bytes]) -> None:
@@ -236,8 +228,6 @@ class HttpProtocol(ServedProtocol):
         if not self.admitted:
             return
         self.bytes_in += len(data)
-        if self.idle is not None:
-            self.idle.touch()
         transport = self.transport
         for item in self._parser.feed(data):
             if transport is None or transport.is_closing():
