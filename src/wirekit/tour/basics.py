@@ -1,0 +1,80 @@
+"""The chapter's first half: a TCP time server and client, raw HTTP, and UDP."""
+
+from __future__ import annotations
+
+import time
+
+import wirekit
+from wirekit.tour.narrator import Narrator
+
+__all__ = ["raw_http", "tcp_time", "udp_time"]
+
+
+def _check_ctime(reply: bytes) -> str:
+    text = reply.decode().strip()
+    time.strptime(text, "%a %b %d %H:%M:%S %Y")  # raises ValueError if it is not ctime()
+    return text
+
+
+async def tcp_time(n: Narrator) -> None:
+    n.step("Start the time server (the chapter's port is 12345; the tour lets the kernel pick)")
+    n.command("wirekit serve time :12345")
+    async with await wirekit.serve("time", "tcp://127.0.0.1:0") as server:
+        n.say(f"listening on {server.address}")
+
+        n.step("The chapter's client: connect, send GET TIME, read the reply")
+        n.command(f"wirekit connect {server.address.hostport} --send 'GET TIME' --no-stdin")
+        async with await wirekit.connect(server.address) as conn:
+            n.say(f"connected from {conn.local.hostport} to {conn.peer.hostport}")
+            await conn.send(b"GET TIME")
+            n.sent(b"GET TIME")
+            reply = await conn.recv(timeout=5)
+            n.received(reply, "server")
+            try:
+                stamp = _check_ctime(reply)
+            except ValueError:
+                raise AssertionError(f"expected a time.ctime() reply, got {reply!r}") from None
+            n.ok(f"the server's clock says {stamp}")
+
+            n.step("Send END: the server closes the connection")
+            await conn.send(b"END")
+            n.sent(b"END")
+            rest = await conn.recv(timeout=5)
+            if rest:
+                raise AssertionError(f"expected the server to close, got {rest!r}")
+            n.ok("the server closed its side (recv returned b'')")
+
+
+async def raw_http(n: Narrator) -> None:
+    n.step("Start a minimal HTTP server")
+    n.command("wirekit serve http :8080")
+    async with await wirekit.serve("http", "tcp://127.0.0.1:0") as server:
+        n.say(f"listening on {server.address}")
+        n.step("Speak HTTP/1.0 by hand, as the chapter does")
+        request = b"GET / HTTP/1.0\r\n\r\n"
+        n.command(f"wirekit connect {server.address.hostport} --send 'GET / HTTP/1.0\\r\\n\\r\\n'")
+        async with await wirekit.connect(server.address) as conn:
+            await conn.send(request)
+            n.sent(request)
+            response = await conn.recv_all(timeout=5)
+        head, _, body = response.partition(b"\r\n\r\n")
+        n.received(head + b"\r\n\r\n", "server")
+        status = head.split(b"\r\n", 1)[0]
+        if not status.startswith(b"HTTP/1.") or b" 200 " not in status + b" ":
+            raise AssertionError(f"unexpected status line {status!r}")
+        n.ok(f"{status.decode()} with a {len(body)}-byte body; HTTP/1.0 means the server "
+             "closes after the response")
+
+
+async def udp_time(n: Narrator) -> None:
+    n.step("Start the time service over UDP")
+    n.command("wirekit serve time udp://:12345")
+    async with await wirekit.serve("time", "udp://127.0.0.1:0") as server:
+        n.say(f"listening on {server.address}")
+        n.step("One datagram out, one datagram back; no handshake, no connection")
+        n.command(f"wirekit connect udp://{server.address.hostport} --send 'GET TIME'")
+        reply = await wirekit.udp_request(server.address, b"GET TIME", timeout=2, retries=3)
+        n.sent(b"GET TIME")
+        n.received(reply, "server")
+        n.ok(f"the server's clock says {_check_ctime(reply)}; had the datagram been lost, "
+             "udp_request would have sent it again")

@@ -1,0 +1,57 @@
+"""How the tour talks: headings, prose, and every exchange shown byte for byte."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.markup import escape
+
+__all__ = ["Narrator", "TourResult"]
+
+
+@dataclass(slots=True)
+class TourResult:
+    passed: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and bool(self.passed)
+
+
+class Narrator:
+    """Writes the tour to a rich console (stdout: the tour *is* the output)."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(highlight=False)
+
+    def section(self, title: str) -> None:
+        self.console.rule(f"[bold]{escape(title)}")
+
+    def step(self, title: str) -> None:
+        self.console.print(f"\n[bold cyan]▶ {escape(title)}[/]")
+
+    def say(self, text: str) -> None:
+        self.console.print(f"  {escape(text)}")
+
+    def command(self, text: str) -> None:
+        """The equivalent shell command, so the reader can try it themselves."""
+        self.console.print(f"  [dim]$ {escape(text)}[/]")
+
+    def sent(self, data: bytes, who: str = "client") -> None:
+        self.console.print(f"  [green]{escape(who)} >>[/] {escape(_show(data))}")
+
+    def received(self, data: bytes, who: str = "client") -> None:
+        self.console.print(f"  [magenta]{escape(who)} <<[/] {escape(_show(data))}")
+
+    def ok(self, text: str) -> None:
+        self.console.print(f"  [green]✓[/] {escape(text)}")
+
+    def fail(self, text: str) -> None:
+        self.console.print(f"  [red]✗ {escape(text)}[/]")
+
+
+def _show(data: bytes, limit: int = 400) -> str:
+    text = repr(data[:limit])[2:-1]
+    return text + (f" … ({len(data)} bytes)" if len(data) > limit else "")

@@ -1,0 +1,47 @@
+"""Runs the tour's sections in order, each bounded in time, and tallies the result."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from wirekit.errors import WirekitError
+from wirekit.tour.narrator import Narrator, TourResult
+
+__all__ = ["SECTIONS", "Section", "run_tour"]
+
+Section = Callable[[Narrator], Awaitable[None]]
+SECTION_TIMEOUT = 30.0
+
+
+def _sections() -> list[tuple[str, Section]]:
+    # Imported here so each section's dependencies load only when the tour runs.
+    from wirekit.tour import basics
+
+    return [
+        ("TCP: the time server and its client", basics.tcp_time),
+        ("HTTP: a raw GET / HTTP/1.0", basics.raw_http),
+        ("UDP: datagrams, no connection", basics.udp_time),
+    ]
+
+
+SECTIONS = _sections
+
+
+async def run_tour(narrator: Narrator, only: str | None = None) -> TourResult:
+    result = TourResult()
+    for title, section in SECTIONS():
+        if only and only.lower() not in title.lower():
+            continue
+        narrator.section(title)
+        try:
+            await asyncio.wait_for(section(narrator), SECTION_TIMEOUT)
+        except TimeoutError:
+            narrator.fail(f"section did not finish within {SECTION_TIMEOUT:g}s")
+            result.failed.append((title, "timed out"))
+        except (WirekitError, OSError, AssertionError) as exc:
+            narrator.fail(str(exc) or type(exc).__name__)
+            result.failed.append((title, str(exc)))
+        else:
+            result.passed.append(title)
+    return result
