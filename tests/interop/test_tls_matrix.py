@@ -262,3 +262,44 @@ def test_default_trust_is_the_system_not_our_ca(servers: dict[str, int]) -> None
     out, _ = insecure.communicate(timeout=60)
     assert insecure.returncode == 0  # like curl -k: reported, but not fatal
     assert b"NOT verified" in out
+
+
+IANA_INTERMEDIATE_TLS12 = [
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+]
+
+
+@pytest.mark.parametrize(("version", "expected"), [
+    ("1.3", ["ClientHello", "ServerHello", "EncryptedExtensions", "Certificate",
+             "CertificateVerify", "Finished", "Finished", "NewSessionTicket"]),
+    ("1.2", ["ClientHello", "ServerHello", "Certificate", "ServerKeyExchange",
+             "ServerHelloDone", "ClientKeyExchange", "Finished", "NewSessionTicket",
+             "Finished"]),
+])
+def test_handshake_trace_in_json(version: str, expected: list[str],
+                                 matrix: tuple[Path, dict[str, Case]],
+                                 servers: dict[str, int]) -> None:
+    ca_file, _ = matrix
+    proc = _wirekit_tls(f"127.0.0.1:{servers['valid']}", "--sni", HOST, "--ca", str(ca_file),
+                        "--json", "--handshake", "--min-version", version, "--max-version",
+                        version)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    messages = json.loads(out)["handshake"]
+    types = [m["type"] for m in messages if m["type"] != "ChangeCipherSpec"]
+    assert types[:len(expected)] == expected
+    hello = messages[0]
+    assert hello["direction"] == "client"
+    offered = [s for s in hello["cipher_suites"] if not s.endswith("_SCSV")]
+    if version == "1.2":  # what we offer for TLS 1.2 is exactly Mozilla's list, in order
+        assert offered == IANA_INTERMEDIATE_TLS12
+    else:
+        assert sorted(offered) == sorted(["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+                                          "TLS_CHACHA20_POLY1305_SHA256"])
+    assert messages[1]["direction"] == "server"
+    assert messages[1]["version"] == f"TLS {version}"

@@ -34,6 +34,7 @@ class TLSConfig:
     timeout: float
     insecure: bool
     keylog: str | None
+    handshake: bool
     json: bool
     quiet: bool
     verbose: bool
@@ -46,6 +47,7 @@ Examples:
   wirekit tls localhost:8443 --ca ~/.local/share/wirekit/ca/ca.pem
   wirekit tls 127.0.0.1:8443 --sni www.test --alpn h2,http/1.1
   wirekit tls example.org --max-version 1.2 --json | jq .verdicts
+  wirekit tls example.org --handshake -v    # every handshake message, decoded
   wirekit tls internal:443 --crl ca.crl --keylog keys.log
 
 \b
@@ -80,13 +82,15 @@ expires_soon, legacy_protocol (warnings).
               "is not trusted (like curl -k).  Says so on stderr.")
 @click.option("--keylog", metavar="FILE", type=click.Path(dir_okay=False),
               help="Write NSS key-log lines for Wireshark (SSLKEYLOGFILE is honoured too).")
+@click.option("--handshake", is_flag=True, help="Show every handshake message (TLS 1.3 ones "
+              "decrypted): ClientHello's suites and extensions, ServerHello's choice, ...")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No status on stderr.")
 @click.option("-v", "--verbose", is_flag=True, help="Show every certificate of the verified path.")
 def tls(address: str, sni: str | None, no_sni: bool, alpn: tuple[str, ...],
         min_version: str | None, max_version: str | None, ca: str | None, crl: tuple[str, ...],
         cert: str | None, key: str | None, timeout: float, insecure: bool, keylog: str | None,
-        as_json: bool, quiet: bool, verbose: bool) -> None:
+        handshake: bool, as_json: bool, quiet: bool, verbose: bool) -> None:
     """Connect to HOST[:PORT] (443), handshake, and report the certificate chain and verdict.
 
     Verification is done by wirekit itself so that every reason is reported, not only the
@@ -98,7 +102,8 @@ def tls(address: str, sni: str | None, no_sni: bool, alpn: tuple[str, ...],
                          schemes=("tcp", "tls"))
     protocols = tuple(p.strip() for item in alpn for p in item.split(",") if p.strip())
     config = TLSConfig(addr.host, addr.port, sni, no_sni, protocols, min_version, max_version,
-                       ca, crl, cert, key, timeout, insecure, keylog, as_json, quiet, verbose)
+                       ca, crl, cert, key, timeout, insecure, keylog, handshake, as_json, quiet,
+                       verbose)
     run(config)
 
 
@@ -113,7 +118,7 @@ def run(config: TLSConfig) -> None:
         config.host, config.port, sni=config.sni, no_sni=config.no_sni, alpn=config.alpn,
         min_version=config.min_version, max_version=config.max_version, ca=config.ca,
         crls=crls, cert=config.cert, key=config.key, keylog=config.keylog,
-        timeout=config.timeout,
+        timeout=config.timeout, handshake=config.handshake,
     )
     if config.json:
         click.echo(json.dumps(report.to_json(), indent=2))

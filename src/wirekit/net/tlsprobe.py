@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import select
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 from cryptography import x509
@@ -31,6 +33,10 @@ from wirekit.tls.inspect import TLSReport, Trust, inspect_chain, load_trust
 __all__ = ["DEFAULT_TIMEOUT", "probe"]
 
 DEFAULT_TIMEOUT = 10.0
+# TLS 1.3 servers send NewSessionTicket after the handshake; a trace waits this long (at
+# most) for it.  Only with --handshake: a plain probe never waits.
+TICKET_WAIT = 0.5
+TICKET_GAP = 0.05
 
 
 def probe(
@@ -50,13 +56,15 @@ def probe(
     keylog: str | os.PathLike[str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     prepare: Callable[[ssl.SSLContext], None] | None = None,
+    handshake: bool = False,
     now: dt.datetime | None = None,
 ) -> TLSReport:
     """Handshake with ``host:port`` and report the chain and every verdict.
 
-    ``prepare`` sees the context before the handshake (the ``--handshake`` tracer hooks in
-    there).  Raises a :class:`~wirekit.errors.ConnectError` / :class:`TLSError` when no
-    handshake happens; an untrusted certificate is *not* an exception here, it is a report.
+    ``prepare`` sees the context before the handshake; ``handshake=True`` records every
+    handshake message (``report.handshake``) with :class:`wirekit.tls.trace.HandshakeTrace`.
+    Raises a :class:`~wirekit.errors.ConnectError` / :class:`TLSError` when no handshake
+    happens; an untrusted certificate is *not* an exception here, it is a report.
     """
     trust = trust or load_trust(ca)
     ctx = client_context(ca=ca, cert=cert, key=key, alpn=alpn, min_version=min_version,
@@ -65,6 +73,11 @@ def probe(
     ctx.verify_mode = ssl.CERT_NONE  # verdicts come after the handshake, see module doc
     if prepare is not None:
         prepare(ctx)
+    tracer = None
+    if handshake:
+        from wirekit.tls.trace import HandshakeTrace
+
+        tracer = HandshakeTrace.attach(ctx)
     checked_name = sni or host
     send_name = server_hostname(host, sni=sni, no_sni=no_sni)
     with connect_errors(host, port, timeout):
@@ -76,6 +89,8 @@ def probe(
                 protocol = tls.version()
                 suite = tls.cipher()
                 alpn_chosen = tls.selected_alpn_protocol()
+                if tracer is not None and protocol == "TLSv1.3":
+                    _collect_tickets(tls, min(timeout, TICKET_WAIT))
         finally:
             raw.close()
     if not chain_der:
@@ -88,6 +103,7 @@ def probe(
         sni=send_name if send_name and not is_ip_literal(send_name) else None,
         hostname=checked_name, protocol=protocol, cipher=suite[0] if suite else None,
         alpn=alpn_chosen, chain=chain, check=check,
+        handshake=tuple(tracer.messages) if tracer is not None else None,
     )
 
 
@@ -99,3 +115,29 @@ def _unverified_chain(tls: ssl.SSLSocket) -> list[bytes]:
     sslobj = tls._sslobj  # type: ignore[attr-defined]  # 3.11/3.12: see DESIGN.md
     certs = sslobj.get_unverified_chain() or []
     return [c.public_bytes(ssl._ssl.ENCODING_DER) for c in certs]  # type: ignore[attr-defined]
+
+
+def _collect_tickets(tls: ssl.SSLSocket, wait: float) -> None:
+    """Let OpenSSL process post-handshake messages already sent by the server."""
+    deadline = time.monotonic() + wait
+    got_one = False
+    tls.setblocking(False)
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            # Tickets come in a burst: once one arrived, only wait briefly for the rest.
+            readable, _, _ = select.select([tls], [], [], min(left, TICKET_GAP) if got_one
+                                           else left)
+            if not readable:
+                return
+            try:
+                if not tls.recv(1):
+                    return  # the server closed
+            except ssl.SSLWantReadError:
+                got_one = True  # a record without application data (a ticket) was consumed
+                continue
+            except (ssl.SSLError, OSError):
+                return
+            else:
+                return  # application data: the handshake is long over
+    finally:
+        tls.settimeout(None)

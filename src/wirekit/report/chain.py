@@ -15,7 +15,7 @@ from wirekit.tls.certinfo import CertInfo, describe
 from wirekit.tls.inspect import TLSReport
 from wirekit.tls.verdicts import ERROR, Verdict
 
-__all__ = ["render_certificate", "render_report", "render_verdicts"]
+__all__ = ["render_certificate", "render_handshake", "render_report", "render_verdicts"]
 
 
 def _when(moment: dt.datetime) -> str:
@@ -68,6 +68,52 @@ def _chain_lines(chain: Sequence[x509.Certificate], title: str) -> list[Renderab
     return out
 
 
+_SKIP = {"direction", "type", "random", "session_id", "length", "legacy_version"}
+
+
+def _value(value: object) -> str:
+    if isinstance(value, list):
+        return ", ".join(_value(v) for v in value) or "(none)"
+    if isinstance(value, dict):
+        return str(value.get("name") or value.get("group") or value)
+    return str(value)
+
+
+def render_handshake(messages: Sequence[dict[str, object]], *,
+                     verbose: bool = False) -> RenderableType:
+    """One line per message (``-v``: every decoded field on its own line)."""
+    lines: list[RenderableType] = []
+    for msg in messages:
+        arrow = "→" if msg.get("direction") == "client" else "←"
+        line = Text(f"{arrow} {msg.get('direction', '?'):6} ", style="dim")
+        line.append(str(msg.get("type", "?")), style="bold")
+        fields = [(k, v) for k, v in msg.items() if k not in _SKIP]
+        if not verbose:
+            brief = []
+            for key, value in fields:
+                if key == "extensions" and isinstance(value, list):
+                    brief.append(f"extensions: {_value([e.get('name') for e in value])}")
+                elif not isinstance(value, list | dict):
+                    brief.append(f"{key} {value}")
+                elif key in ("cipher_suites", "supported_versions", "alpn"):
+                    brief.append(f"{key}: {_value(value)}")
+            if brief:
+                line.append("  " + "; ".join(brief))
+            lines.append(line)
+            continue
+        lines.append(line)
+        for key, value in fields:
+            if key == "extensions" and isinstance(value, list):
+                for ext in value:
+                    detail = {k: v for k, v in ext.items() if k not in ("name", "type", "length")}
+                    text = "; ".join(f"{k}: {_value(v)}" for k, v in detail.items())
+                    lines.append(Text(f"      extension {ext.get('name')}"
+                                      + (f"  {text}" if text else "")))
+            else:
+                lines.append(Text(f"      {key}: {_value(value)}"))
+    return Group(*lines)
+
+
 def render_report(report: TLSReport, *, verbose: bool = False) -> RenderableType:
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold", no_wrap=True)
@@ -79,6 +125,9 @@ def render_report(report: TLSReport, *, verbose: bool = False) -> RenderableType
     head.add_row("sni", escape(report.sni or "(not sent)"))
     head.add_row("checked", escape(report.hostname))
     parts: list[RenderableType] = [head, Text("")]
+    if report.handshake is not None:
+        parts += [Text("handshake", style="bold cyan"),
+                  render_handshake(report.handshake, verbose=verbose), Text("")]
     parts += _chain_lines(report.chain, "certificate")
     check = report.check
     if check.trusted_anchor and verbose:
