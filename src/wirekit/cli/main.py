@@ -66,8 +66,9 @@ def cli() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run the CLI and turn every wirekit error into one line and an exit code."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="wirekit",
-                 standalone_mode=False)
+        # Without standalone mode click returns a command's exit code instead of exiting.
+        result = cli.main(args=list(argv) if argv is not None else None, prog_name="wirekit",
+                          standalone_mode=False)
     except WirekitError as exc:
         click.echo(f"wirekit: error: {exc}", err=True)
         return exc.exit_code
@@ -86,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdout went away (e.g. `| head`); nothing more to say to anyone.
         sys.stderr.close()
         return 1
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 def exit_with(code: int) -> None:
