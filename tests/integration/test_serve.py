@@ -193,6 +193,20 @@ async def test_shutdown_closes_idle_http_keep_alive_connections_at_once() -> Non
     assert [e.ended for e in events] == ["server closed"]
 
 
+async def test_idle_timeout_counts_traffic_either_way() -> None:
+    server, events = await start("chargen", idle_timeout=0.2)
+    async with server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.address.port)
+        received, until = 0, time.monotonic() + 1.0  # five idle periods of server->client bytes
+        while time.monotonic() < until:
+            chunk = await asyncio.wait_for(reader.read(1 << 16), 5)
+            assert chunk, "closed although bytes kept flowing"
+            received += len(chunk)
+        writer.close()
+        await events.wait()
+    assert events[0].ended != "idle timeout" and received > 0
+
+
 # -- UDP --------------------------------------------------------------------------
 @pytest.mark.parametrize("service", ["echo", "time", "daytime", "chargen"])
 async def test_udp_services_answer_each_datagram(service: str) -> None:
@@ -337,6 +351,13 @@ async def test_ipv6_loopback() -> None:
     async with server:
         assert server.address.host == "::1"
         assert await tcp_exchange(server.address.port, b"six", host="::1") == b"six"
+    udp, _ = await start("echo", "udp://[::1]:0")
+    async with udp:
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.setblocking(False)
+            await loop.sock_sendto(sock, b"six", ("::1", udp.address.port))
+            assert (await asyncio.wait_for(loop.sock_recvfrom(sock, 100), 5))[0] == b"six"
 
 
 async def test_bind_error_when_the_port_is_taken() -> None:
