@@ -30,6 +30,7 @@ the damage within the bytes fed so far, and never IndexError or struct.error.
 
 from __future__ import annotations
 
+import struct
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -120,10 +121,12 @@ class _Reader:
         return v
 
     def u16(self, field_name: str) -> int:
-        self.need(2, field_name)
-        v = int.from_bytes(self.data[self.pos : self.pos + 2], "big")
-        self.pos += 2
-        return v
+        pos = self.pos
+        if pos + 2 > self.end:
+            self.need(2, field_name)
+        data = self.data
+        self.pos = pos + 2
+        return (data[pos] << 8) | data[pos + 1]
 
     def u24(self, field_name: str) -> int:
         self.need(3, field_name)
@@ -159,7 +162,8 @@ class _Reader:
         r = self.sub(length_size, field_name, minimum)
         if r.end % 2:
             raise r.fail(f"{field_name} has an odd length {r.end}")
-        return tuple(r.u16(field_name) for _ in range(r.end // 2))
+        # Length checked just above, so unpack_from cannot raise struct.error.
+        return struct.unpack_from(f">{r.end // 2}H", r.data)
 
     def left(self) -> int:
         return self.end - self.pos
