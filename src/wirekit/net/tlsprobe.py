@@ -30,7 +30,7 @@ from wirekit.net._errors import connect_errors
 from wirekit.tls.context import client_context, is_ip_literal, server_hostname
 from wirekit.tls.inspect import TLSReport, Trust, inspect_chain, load_trust
 
-__all__ = ["DEFAULT_TIMEOUT", "probe"]
+__all__ = ["DEFAULT_TIMEOUT", "probe", "unverified_chain"]
 
 DEFAULT_TIMEOUT = 10.0
 # TLS 1.3 servers send NewSessionTicket after the handshake; a trace waits this long (at
@@ -85,7 +85,7 @@ def probe(
         try:
             with ctx.wrap_socket(raw, server_hostname=send_name) as tls:
                 peer = tls.getpeername()[0]
-                chain_der = _unverified_chain(tls)
+                chain_der = unverified_chain(tls)
                 protocol = tls.version()
                 suite = tls.cipher()
                 alpn_chosen = tls.selected_alpn_protocol()
@@ -107,12 +107,17 @@ def probe(
     )
 
 
-def _unverified_chain(tls: ssl.SSLSocket) -> list[bytes]:
-    """The chain exactly as the peer sent it, DER, leaf first."""
+def unverified_chain(tls: ssl.SSLSocket | ssl.SSLObject) -> list[bytes]:
+    """The chain exactly as the peer sent it, DER, leaf first.
+
+    Works on an ``SSLSocket`` and on the ``SSLObject`` of an asyncio/uvloop transport
+    (``transport.get_extra_info("ssl_object")``), so connect/serve can explain a failed
+    verification with :func:`wirekit.tls.verdicts.check_chain`.
+    """
     public = getattr(tls, "get_unverified_chain", None)  # Python >= 3.13
     if public is not None:
         return [bytes(c) for c in public() or []]
-    sslobj = tls._sslobj  # type: ignore[attr-defined]  # 3.11/3.12: see DESIGN.md
+    sslobj = getattr(tls, "_sslobj")  # noqa: B009  # 3.11/3.12: private, see DESIGN.md
     certs = sslobj.get_unverified_chain() or []
     return [c.public_bytes(ssl._ssl.ENCODING_DER) for c in certs]  # type: ignore[attr-defined]
 
