@@ -257,7 +257,8 @@ def conversation(cert: tuple[Path, Path], version: ssl.TLSVersion) -> list[tuple
     return flights
 
 
-@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3],
+                         ids=["tls12", "tls13"])
 def test_conversation_matches_tshark(cert, version: ssl.TLSVersion, tmp_path: Path) -> None:
     flights = conversation(cert, version)
     pcap = tmp_path / "conv.pcap"
