@@ -66,7 +66,8 @@ class HttpError:
 
 class HttpRequestParser:
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._scan = 0  # where to resume looking for the end of the head
         self._skip = 0  # body bytes of the previous request still to discard
         self._failed = False
 
@@ -78,51 +79,54 @@ class HttpRequestParser:
     def feed(self, data: bytes) -> list[HttpRequest | HttpError]:
         if self._failed:
             return []
-        buffer = self._buffer + data
+        buffer = self._buffer
+        buffer += data
         items: list[HttpRequest | HttpError] = []
         while True:
             if self._skip:
                 taken = min(self._skip, len(buffer))
                 self._skip -= taken
-                buffer = buffer[taken:]
+                del buffer[:taken]
+                self._scan = 0
                 if self._skip:
-                    break
-            end = _head_end(buffer)
+                    return items
+            end = _head_end(buffer, self._scan)
             if end < 0:
                 if len(buffer) > MAX_HEAD:
                     items.append(self._fail(431, "Request Header Fields Too Large"))
-                break
-            head, buffer = buffer[:end], buffer[end:]
-            head = head.lstrip(b"\r\n")  # RFC 9112 2.2: ignore blank lines before a request
+                else:  # a trickling peer costs linear, not quadratic, time
+                    self._scan = max(0, len(buffer) - 3)
+                return items
+            head = bytes(buffer[:end]).lstrip(b"\r\n")  # RFC 9112 2.2: skip blank lines
+            del buffer[:end]
+            self._scan = 0
             if not head.strip():
                 continue
             item = _parse_head(head)
             if isinstance(item, HttpError):
                 items.append(self._fail(item.status, item.reason))
-                break
+                return items
             length = item.header("content-length")
             if item.header("transfer-encoding") is not None:
                 items.append(self._fail(501, "Not Implemented"))
-                break
+                return items
             if length is not None:
                 if not length.isdigit():
                     items.append(self._fail(400, "Bad Request"))
-                    break
+                    return items
                 self._skip = int(length)
             items.append(item)
-        self._buffer = buffer
-        return items
 
     def _fail(self, status: int, reason: str) -> HttpError:
         self._failed = True
-        self._buffer = b""
+        self._buffer.clear()
         return HttpError(status, reason)
 
 
-def _head_end(buffer: bytes) -> int:
+def _head_end(buffer: bytearray, start: int) -> int:
     """Index just past the blank line ending the head, or -1 (accepts bare ``\\n``)."""
-    crlf = buffer.find(b"\r\n\r\n")
-    lf = buffer.find(b"\n\n")
+    crlf = buffer.find(b"\r\n\r\n", start)
+    lf = buffer.find(b"\n\n", start)
     ends = [i + 4 for i in (crlf,) if i >= 0] + [i + 2 for i in (lf,) if i >= 0]
     return min(ends) if ends else -1
 
