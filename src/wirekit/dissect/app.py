@@ -157,12 +157,28 @@ def _tls_event(entry: dict[str, Any], d: int, ev: Any, tls: Any) -> None:
         entry["alerts"].append(ev.to_dict())
 
 
+def _looks_like_dns(first: list[bytes]) -> bool:
+    """A DNS message on a port that is not DNS's: one question, standard opcode, a name made
+    of printable labels, and a question that ends where the header says it does."""
+    if not first or len(first[0]) < 17:
+        return False
+    data = first[0]
+    if data[4:6] != b"\0\1" or (data[2] >> 3) & 0xF:
+        return False
+    try:
+        msg = parse_dns(data)
+    except ParseError:
+        return False
+    name = msg.questions[0].name
+    return name.isascii() and name.isprintable() and " " not in name
+
+
 def _udp(conv: Conversation, summary: Summary) -> None:
     payloads = conv.udp_payloads
     if not payloads or not (payloads[0] or payloads[1]):
         return
     sport, dport = conv.client[1], conv.server[1]
-    if is_dns_port(sport, dport):
+    if is_dns_port(sport, dport) or _looks_like_dns(payloads[0][:1] or payloads[1][:1]):
         conv.app = "dns"
         malformed = 0
         for d in (0, 1):
