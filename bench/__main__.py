@@ -41,6 +41,9 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options, Path | None]:
                     help="haproxy nbthread (default 1, like one wirekit process)")
     ap.add_argument("--only", default="",
                     help="comma-separated subject names to run (e.g. 'direct,wirekit')")
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                    help="first wait up to S seconds for the 1-minute load average to drop "
+                         "below 1.0 (the machine is shared)")
     ap.add_argument("--json", metavar="FILE", type=Path,
                     help="also write the raw samples and medians as JSON "
                          "(a bare file name goes to bench/results/)")
@@ -55,7 +58,17 @@ def _parse(argv: list[str] | None) -> tuple[list[str], Options, Path | None]:
     if json_path is not None and json_path.parent == Path("."):
         json_path = RESULTS_DIR / json_path
     names = list(SUITES) if a.suite == "all" else [a.suite]
+    if a.wait_quiet > 0:
+        _wait_quiet(a.wait_quiet)
     return names, opts, json_path
+
+
+def _wait_quiet(limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while os.getloadavg()[0] >= 1.0 and time.monotonic() < deadline:
+        print(f"waiting for a quieter machine: load average {os.getloadavg()[0]:.2f}",
+              file=sys.stderr, flush=True)
+        time.sleep(min(10.0, max(0.0, deadline - time.monotonic())))
 
 
 def _finite(obj: object) -> object:
@@ -103,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
                 print("\nTargets:")
                 for v in verdicts:
                     print(f"  {v.describe()}")
-            print(f"\n({name}: {result.elapsed:.0f} s)\n", flush=True)
+            load = os.getloadavg()[0]
+            print(f"\n({name}: {result.elapsed:.0f} s; load average {load:.2f} at the end"
+                  f"{'; a busy machine: treat these numbers as rough' if load > 1.5 else ''})\n",
+                  flush=True)
             report["suites"][name] = {  # type: ignore[index]
                 "samples": result.samples, "medians": rows, "notes": result.notes,
                 "targets": [{"label": v.target.label, "ratio": v.ratio, "met": v.met}

@@ -13,7 +13,7 @@ Subjects:
   the stdlib event loop.
 - ``socat``: ``socat TCP-LISTEN:P,bind=127.0.0.1,fork,reuseaddr TCP:127.0.0.1:T``.
 - ``haproxy``: ``haproxy -db -f CFG``, ``mode tcp``, ``nbthread`` 1 by default
-  (``--haproxy-threads``), ``maxconn 20000``.
+  (``--haproxy-threads``), ``maxconn`` 20000 or what RLIMIT_NOFILE allows.
 
 Measurements:
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import resource
 import select
 import subprocess
 import sys
@@ -154,9 +155,12 @@ def _haproxy(threads: int) -> Started:
         raise OSError("haproxy is not installed")
     targets = TARGET_SERVERS.ports()
     ports = {"echo": free_port(), "iperf": free_port()}
+    # haproxy wants 2 descriptors per connection and may not raise the hard limit itself
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    maxconn = MAX_CONNS if hard == resource.RLIM_INFINITY else min(MAX_CONNS, (hard - 200) // 2)
     cfg = workdir() / "haproxy.cfg"
     cfg.write_text(HAPROXY_CFG.format(
-        maxconn=MAX_CONNS, threads=threads, echo_port=ports["echo"],
+        maxconn=maxconn, threads=threads, echo_port=ports["echo"],
         echo_target=targets["echo"], iperf_port=ports["iperf"], iperf_target=targets["iperf"]))
     proc = Proc("haproxy", [path, "-db", "-f", str(cfg)], ports["echo"]).start()
     return Started(ports, {"echo": proc})
@@ -170,7 +174,7 @@ def subjects(opts: Options) -> list[Subject]:
                 "the library API on the stdlib loop (python -m bench.wkforward --loop asyncio)"),
         Subject("socat", _socat),
         Subject("haproxy", lambda: _haproxy(opts.haproxy_threads),
-                f"haproxy mode tcp, nbthread {opts.haproxy_threads}, maxconn {MAX_CONNS}"),
+                f"haproxy 'mode tcp', nbthread {opts.haproxy_threads}"),
     ]
 
 
@@ -185,8 +189,11 @@ def _iperf(port: int, streams: int, duration: float) -> float:
             "-J"]
     last = ""
     for _attempt in range(3):  # "the server is busy" right after the previous test: retry
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30,
-                              check=False)
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 15,
+                                  check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"iperf3 did not finish within {duration + 15:g} s") from exc
         try:
             report = json.loads(done.stdout)
         except json.JSONDecodeError:
@@ -211,9 +218,10 @@ def _memory(s: Started, pairs: int) -> dict[str, float]:
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert hold.stdout is not None
-        ready, _, _ = select.select([hold.stdout], [], [], 180)
+        limit = 30 + pairs / 100
+        ready, _, _ = select.select([hold.stdout], [], [], limit)
         if not ready:
-            raise BenchError(f"{pairs} idle pairs not open after 180 s")
+            raise BenchError(f"{pairs} idle pairs not open after {limit:g} s")
         line = hold.stdout.readline()
         status = json.loads(line or b"{}")
         n = int(status.get("ready", 0))

@@ -27,6 +27,7 @@ from typing import ClassVar
 __all__ = [
     "BenchError",
     "Proc",
+    "echo_probe",
     "free_port",
     "loadgen",
     "tool",
@@ -72,6 +73,18 @@ def wait_port(port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | 
         if time.monotonic() > deadline:
             raise BenchError(f"nothing listens on {HOST}:{port} after {timeout}s")
         time.sleep(0.02)
+
+
+def echo_probe(port: int, timeout: float = 5.0) -> None:
+    """One byte through ``HOST:port`` must come back: the subject works at all."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as s:
+            s.sendall(b"?")
+            if s.recv(16) != b"?":
+                raise BenchError(f"{HOST}:{port} did not echo a probe byte")
+    except OSError as exc:
+        raise BenchError(f"{HOST}:{port} did not echo a probe byte within {timeout}s: "
+                         f"{exc!r}") from exc
 
 
 _workdir: Path | None = None
@@ -120,6 +133,10 @@ class Proc:
             if self.port == 0:
                 self.port = self._listening_port(timeout)
             wait_port(self.port, timeout, self.popen)
+        except BenchError as exc:
+            self.stop()
+            tail = self.log_text(400).strip().replace("\n", " / ")
+            raise BenchError(f"{exc}; its output: {tail}" if tail else str(exc)) from None
         except BaseException:
             self.stop()
             raise

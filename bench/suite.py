@@ -10,12 +10,13 @@ note; the suite goes on.
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from bench.harness import BenchError, Proc
+from bench.harness import BenchError, Proc, echo_probe
 from bench.table import median
 
 __all__ = ["Measurement", "Options", "Started", "Subject", "SuiteResult", "run_suite"]
@@ -90,8 +91,17 @@ def run_suite(subjects: list[Subject], measurements: list[Measurement],
         for subj in subjects:
             result.samples[subj.name] = {}
             try:
-                running[subj.name] = subj.start()
+                started = subj.start()
             except (BenchError, OSError) as exc:
+                result.notes.append(f"{subj.name}: not measured: {exc}")
+                _log(f"  {subj.name}: could not start: {exc}")
+                continue
+            try:
+                if "echo" in started.ports:
+                    echo_probe(started.ports["echo"])
+                running[subj.name] = started
+            except BenchError as exc:
+                started.stop()
                 result.notes.append(f"{subj.name}: not measured: {exc}")
                 _log(f"  {subj.name}: could not start: {exc}")
                 continue
@@ -108,7 +118,8 @@ def run_suite(subjects: list[Subject], measurements: list[Measurement],
                     _log(f"  run {run + 1}/{opts.runs}: {name}: {m.name} ...")
                     try:
                         values = m.measure(started)
-                    except (BenchError, OSError, ValueError, KeyError) as exc:
+                    except (BenchError, OSError, ValueError, KeyError,
+                            subprocess.SubprocessError) as exc:
                         result.notes.append(f"{name}: {m.name} failed in run {run + 1}: {exc}")
                         _log(f"    failed: {exc}")
                         values = {}
