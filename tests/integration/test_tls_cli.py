@@ -203,3 +203,16 @@ def test_chain_from_an_ssl_object_explains_a_failure(tmp_path: Path) -> None:
                                  now=dt.datetime.now(dt.UTC))
     assert chain[0] == issued.chain[0]
     assert check.codes == ("untrusted_root",)
+
+
+def test_handshake_trace_human(pki: Pki, serve: object,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    port = serve()  # type: ignore[operator]
+    code, out, _ = _run(capsys, f"127.0.0.1:{port}", "--ca", pki.ca_file, "--handshake")
+    assert code == 0
+    lines = [line.split()[:3] for line in out.splitlines() if line.startswith(("→", "←"))]
+    assert lines[0] == ["→", "client", "ClientHello"]
+    assert lines[1] == ["←", "server", "ServerHello"]
+    assert ["←", "server", "EncryptedExtensions"] in lines
+    code, out, _ = _run(capsys, f"127.0.0.1:{port}", "--ca", pki.ca_file, "--handshake", "-v")
+    assert "extension supported_versions" in out and "cipher_suite: TLS_" in out
