@@ -47,6 +47,8 @@ Examples:
 @click.option("--password-env", metavar="VAR",
               help="Read the password from environment variable VAR (never from the command line).")
 @click.option("--no-agent", is_flag=True, help="Do not use the SSH agent.")
+@click.option("-c", "ciphers", metavar="CIPHER[,CIPHER...]",
+              help="Cipher preference (default: aes128-gcm@openssh.com first).")
 @click.option("--known-hosts", metavar="FILE",
               help="known_hosts file (default ~/.ssh/known_hosts).")
 @click.option("--accept-new", is_flag=True,
@@ -65,7 +67,7 @@ Examples:
 def tunnel(target: str, local: tuple[str, ...], remote: tuple[str, ...],
            dynamic: tuple[str, ...], port: int | None, user: str | None,
            identity: tuple[str, ...], jump: tuple[str, ...], config_file: str | None,
-           password_env: str | None, no_agent: bool, known_hosts: str | None,
+           password_env: str | None, no_agent: bool, ciphers: str | None, known_hosts: str | None,
            accept_new: bool, keepalive: float, keepalive_count: int, connect_timeout: float,
            no_reconnect: bool, stats: bool, as_json: bool, quiet: bool,
            verbose: bool) -> None:
@@ -103,6 +105,7 @@ def tunnel(target: str, local: tuple[str, ...], remote: tuple[str, ...],
         keepalive=keepalive,
         keepalive_count=keepalive_count,
         connect_timeout=connect_timeout,
+        ciphers=tuple(c for c in (ciphers or "").split(",") if c),
     )
 
     def on_event(event: TunnelEvent) -> None:
