@@ -58,6 +58,11 @@ def test_no_overwrite_without_force(tmp_path: Path) -> None:
     ca = certs.LocalCA.init(tmp_path / "ca")
     with pytest.raises(WirekitError, match="already exists"):
         certs.LocalCA.init(tmp_path / "ca")
+    (tmp_path / "ca" / "ca-key.pem").unlink()  # half a CA: still refused, nothing written
+    with pytest.raises(WirekitError, match="already exists"):
+        certs.LocalCA.init(tmp_path / "ca")
+    assert not (tmp_path / "ca" / "ca-key.pem").exists()
+    ca = certs.LocalCA.init(tmp_path / "ca", force=True)
     first = ca.issue(["a.test"], tmp_path / "a")
     before = first.key_path.read_bytes()
     with pytest.raises(WirekitError, match="already exists"):
@@ -220,3 +225,16 @@ def test_default_ca_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     monkeypatch.delenv("XDG_DATA_HOME")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert certs.default_ca_dir() == tmp_path / ".local" / "share" / "wirekit" / "ca"
+
+
+def test_trust_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wirekit.tls.inspect import Trust, load_trust
+
+    ca = certs.LocalCA.init(tmp_path / "ca")
+    trust = load_trust(ca.cert_path)
+    assert trust.roots == (ca.cert,) and str(ca.cert_path) in trust.name
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.cert_path))  # honoured like OpenSSL does
+    assert Trust.system().roots == (ca.cert,)
+    with pytest.raises(UsageError, match="no such file"):
+        load_trust(tmp_path / "missing.pem")
+

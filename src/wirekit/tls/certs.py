@@ -473,7 +473,7 @@ class LocalCA:
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             raise WirekitError(f"cannot create {os.fspath(d)}: {exc.strerror}") from exc
-        if not force and (d / cls.KEY).exists():
+        if not force and ((d / cls.KEY).exists() or (d / cls.CERT).exists()):
             raise WirekitError(f"a CA already exists in {os.fspath(d)} (use --force to "
                                "replace it; certificates it issued will stop verifying)")
         private = generate_key(key)
