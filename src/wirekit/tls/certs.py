@@ -408,12 +408,14 @@ def _read(path: str | os.PathLike[str], what: str) -> bytes:
 def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
     """Every certificate in a PEM file (or the one in a DER file)."""
     data = _read(path, "certificate file")
+    pem = b"-----BEGIN" in data
     try:
-        if b"-----BEGIN" in data:
+        if pem:
             return x509.load_pem_x509_certificates(data)
         return [x509.load_der_x509_certificate(data)]
     except ValueError as exc:
-        raise UsageError(f"{os.fspath(path)!r} holds no readable certificate: {exc}") from exc
+        what = "no PEM certificate (BEGIN CERTIFICATE)" if pem else "no PEM or DER certificate"
+        raise UsageError(f"{os.fspath(path)!r} holds {what}") from exc
 
 
 def load_crls(path: str | os.PathLike[str]) -> list[x509.CertificateRevocationList]:
