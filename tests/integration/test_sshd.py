@@ -424,6 +424,24 @@ def test_cli_reconnects_on_the_same_port(sshd: Sshd, wirekit_proc: Callable[...,
     assert p.proc.poll() is None
 
 
+def test_cli_keepalive_notices_a_frozen_server(sshd: Sshd,
+                                               wirekit_proc: Callable[..., WirekitProcess],
+                                               echo_port: int) -> None:
+    """A server that stops answering (SIGSTOP: no FIN, no RST) is found by keepalives."""
+    p = wirekit_proc(*tunnel_args(sshd, "-L", f"0:127.0.0.1:{echo_port}", "--keepalive", "0.3",
+                                  "--keepalive-count", "2", "--connect-timeout", "1"))
+    port = int(p.wait_line(r"forwarding 127\.0\.0\.1:(\d+) ->").group(1))
+    assert can_connect(port)
+    assert sshd.proc is not None
+    sshd.proc.proc.send_signal(signal.SIGSTOP)
+    try:
+        p.wait_line(r"lost: .*not responding to keepalive.*reconnecting", timeout=0.3 * 3 + 3)
+    finally:
+        sshd.kill()  # SIGKILL works on a stopped process
+    sshd.start()
+    wait_for(lambda: can_connect(port), timeout=5, what="a connection through the same port")
+
+
 def test_cli_no_reconnect_exits_1(sshd: Sshd, wirekit_proc: Callable[..., WirekitProcess]
                                   ) -> None:
     p = wirekit_proc(*tunnel_args(sshd, "-L", "0:127.0.0.1:9", "--no-reconnect"))

@@ -173,7 +173,7 @@ async def start_sshd(
             host, port, server_factory=lambda: _Policy(server), server_host_keys=[host_key],
             authorized_client_keys=keys, process_factory=_run_command if allow_exec else None,
             allow_pty=allow_exec, agent_forwarding=False, x11_forwarding=False,
-            reuse_address=True, config=None)
+            reuse_address=True, backlog=1024, config=None)
     sockets = acceptor.sockets if hasattr(acceptor, "sockets") else []
     if not sockets:
         acceptor.close()

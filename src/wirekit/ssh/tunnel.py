@@ -50,6 +50,7 @@ CLOSE_TIMEOUT = 1.0
 HANDSHAKE_TIMEOUT = 10.0
 CHANNEL_WINDOW = 2 * 1024 * 1024
 CHANNEL_PACKET = 32768
+LISTEN_BACKLOG = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +229,7 @@ class Tunnel:
 
         with bind_errors(fwd.bind_host, fwd.bind_port):
             server = await loop.create_server(factory, fwd.bind_host, fwd.bind_port,
-                                              reuse_address=True)
+                                              reuse_address=True, backlog=LISTEN_BACKLOG)
         self._servers[index] = server
         self._ports[index] = server.sockets[0].getsockname()[1]
 
