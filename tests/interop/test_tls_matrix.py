@@ -36,6 +36,7 @@ class Case:
     chain: Path | None = None
     weak: bool = False  # the test server (never the client) needs OpenSSL security level 0
     args: tuple[str, ...] = field(default=())
+    server_args: tuple[str, ...] = field(default=())
 
 
 class Files:
@@ -112,6 +113,8 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Ca
                             args=("--crl", str(crl_file)))
     cases["not_revoked"] = Case(cases["valid"].cert, cases["valid"].key, (),
                                 args=("--crl", str(crl_file)))
+    cases["tls_1_0_only"] = Case(cases["valid"].cert, cases["valid"].key, ("legacy_protocol",),
+                                 weak=True, server_args=("-tls1",))
     return ca_file, cases
 
 
@@ -145,6 +148,7 @@ class Servers:
                 cmd += ["-cert_chain", str(case.chain)]
             if case.weak:
                 cmd += ["-cipher", "DEFAULT:@SECLEVEL=0"]
+            cmd += case.server_args
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE)
             self.procs.append(proc)
@@ -250,6 +254,27 @@ def test_ip_literal_sends_no_sni_and_checks_ip_san(matrix: tuple[Path, dict[str,
     assert report["sni"] is None and report["hostname"] == "127.0.0.1"
     assert report["verdicts"] == [] and report["verified"] is True
     assert [c["subject"] for c in report["verified_chain"]][-1].startswith("CN=Matrix Root")
+
+
+def test_tls_1_0_server_is_reported_not_trusted(matrix: tuple[Path, dict[str, Case]],
+                                                servers: dict[str, int]) -> None:
+    """Our client refuses TLS 1.0; a report-only legacy handshake still shows the chain."""
+    ca_file, _ = matrix
+    port = servers["tls_1_0_only"]
+    proc = _wirekit_tls(f"127.0.0.1:{port}", "--sni", HOST, "--ca", str(ca_file), "--json")
+    out, err = proc.communicate(timeout=60)
+    report = json.loads(out)
+    assert proc.returncode == 1
+    assert report["protocol"] == "TLSv1" and report["verified"] is False
+    assert [(v["code"], v["severity"]) for v in report["verdicts"]] == [("legacy_protocol",
+                                                                         "error")]
+    assert report["chain"][0]["san"] == [HOST, "127.0.0.1"]
+    assert b"TLS 1.0" in err
+    # Asked for TLS 1.2 at least, there is no fallback: the handshake simply fails.
+    strict = _wirekit_tls(f"127.0.0.1:{port}", "--ca", str(ca_file), "--min-version", "1.2")
+    out, err = strict.communicate(timeout=60)
+    assert strict.returncode == 1 and out == b""
+    assert b"TLS handshake with 127.0.0.1" in err
 
 
 def test_default_trust_is_the_system_not_our_ca(servers: dict[str, int]) -> None:
