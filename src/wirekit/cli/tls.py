@@ -54,7 +54,8 @@ Examples:
 Exit codes: 0 verified (host name included), 1 not verified or no handshake, 2 usage.
 Verdict codes: expired, not_yet_valid, hostname_mismatch, self_signed, untrusted_root,
 incomplete_chain, weak_key, weak_signature, wrong_usage, revoked, invalid_chain (errors);
-expires_soon, legacy_protocol (warnings).
+expires_soon (warning); legacy_protocol (an error: a server with nothing newer than TLS 1.1
+is reported from a report-only legacy handshake; wirekit never uses TLS 1.0/1.1).
 """
 
 

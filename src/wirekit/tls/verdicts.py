@@ -18,7 +18,9 @@ we want every problem, said in words.  So :func:`check_chain`
    its opinion.  If it refuses a chain none of our checks faulted, its reason becomes an
    ``invalid_chain`` verdict, so "not verified" always comes with a reason.
 
-A chain is verified when no verdict is an error; warnings do not fail it.
+A chain is verified when no verdict is an error; warnings do not fail it.  Severities are
+fixed per code (``CODES``), with one exception: :mod:`wirekit.net.tlsprobe` raises
+``legacy_protocol`` to an error when TLS 1.0/1.1 was all the server offered.
 """
 
 from __future__ import annotations
