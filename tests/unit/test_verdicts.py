@@ -219,3 +219,17 @@ def test_certificate_error_carries_verdicts(pki: PKI) -> None:
     assert all(v.severity == ERROR for v in check.errors)
     with pytest.raises(ValueError):
         certificate_error(pki.check([pki.leaf()]), "bar.test:443")
+
+
+def test_strict_verifier_catches_what_our_checks_do_not(pki: PKI) -> None:
+    # A leaf certificate (CA=false) acting as an issuer: names and signature line up, so
+    # only the RFC 5280 verifier objects; its reason becomes invalid_chain.
+    not_ca_key = certs.generate_key("ec")
+    not_ca = certs.new_leaf(["not-a-ca.test"], not_ca_key, issuer=pki.root, issuer_key=pki.root_key,
+                            not_before=NOW - DAY, not_after=NOW + 90 * DAY)
+    leaf = certs.new_leaf(["bar.test"], certs.generate_key("ec"), issuer=not_ca,
+                          issuer_key=not_ca_key, not_before=NOW - DAY, not_after=NOW + 90 * DAY)
+    check = pki.check([leaf, not_ca])
+    assert check.codes == ("invalid_chain",)
+    assert check.verdicts[0].message.startswith("the chain fails strict verification: ")
+    assert not check.verified
