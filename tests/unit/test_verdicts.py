@@ -233,3 +233,11 @@ def test_strict_verifier_catches_what_our_checks_do_not(pki: PKI) -> None:
     assert check.codes == ("invalid_chain",)
     assert check.verdicts[0].message.startswith("the chain fails strict verification: ")
     assert not check.verified
+
+
+def test_unparsable_peer_certificate_is_a_tls_error() -> None:
+    from wirekit.errors import TLSError
+    from wirekit.tls.inspect import Trust, inspect_chain
+
+    with pytest.raises(TLSError, match="certificate #0 sent by the peer cannot be parsed"):
+        inspect_chain([b"\x30\x03garbage"], "x.test", Trust((), "no roots"), now=NOW)

@@ -21,7 +21,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 
-from wirekit.errors import UsageError
+from wirekit.errors import TLSError, UsageError
 from wirekit.tls.certinfo import describe
 from wirekit.tls.certs import load_certificates
 from wirekit.tls.verdicts import ChainCheck, check_chain
@@ -86,7 +86,16 @@ def inspect_chain(
     purpose: str = "server",
 ) -> tuple[tuple[x509.Certificate, ...], ChainCheck]:
     """Parse the peer's DER chain (leaf first) and judge it."""
-    chain = tuple(x509.load_der_x509_certificate(der) for der in chain_der)
+    parsed: list[x509.Certificate] = []
+    for i, der in enumerate(chain_der):
+        with warnings.catch_warnings():  # e.g. negative serials: judged, not warned about
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            try:
+                parsed.append(x509.load_der_x509_certificate(der))
+            except ValueError as exc:
+                raise TLSError(f"certificate #{i} sent by the peer cannot be parsed: "
+                               f"{exc}") from exc
+    chain = tuple(parsed)
     check = check_chain(chain, hostname, roots=trust.roots, now=now, crls=crls,
                         protocol=protocol, purpose=purpose, roots_name=trust.name)
     return chain, check
