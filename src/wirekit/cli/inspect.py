@@ -91,7 +91,7 @@ def run_inspect(config: InspectConfig) -> None:
     if summary.error is not None:
         # After the report: main() prints this as the one "wirekit: error:" line, exit 1.
         raise WirekitError(f"capture damaged after {summary.packets} packets: "
-                           f"{summary.error}", offset=summary.error.offset)
+                           f"{summary.error}", offset=getattr(summary.error, "offset", None))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -69,7 +69,7 @@ def _http(conv: Conversation, summary: Summary) -> None:
     try:
         responses.feed(conv.stream(1))
         evs = list(responses.events())
-        if not conv.reasm or all(r is None or not r.dropped for r in conv.reasm):
+        if not conv.truncated:
             evs += list(responses.close())
         resps = [r for r in evs if isinstance(r, HttpResponse) and not 100 <= r.status < 200]
     except ParseError as exc:

@@ -36,15 +36,15 @@ _HALF = 1 << 31
 
 def format_endpoint(addr: bytes, port: int) -> str:
     if len(addr) == 4:
-        return f"{ipaddress.IPv4Address(addr)}:{port}"
+        return "%d.%d.%d.%d:%d" % (addr[0], addr[1], addr[2], addr[3], port)  # noqa: UP031
     return f"[{ipaddress.IPv6Address(addr)}]:{port}"
 
 
 class Conversation:
     __slots__ = (
-        "app", "app_detail", "app_limit", "base", "bytes", "chunks", "client", "fin",
-        "first_ns", "follow", "id",
-        "last_ns", "nxt", "packets", "proto", "reasm", "retransmissions", "rst", "server",
+        "app", "app_detail", "app_limit", "base", "bytes", "chunks", "client", "exp", "fin",
+        "first_ns", "follow", "id", "kept", "last_ns", "nxt", "packets", "proto", "reasm",
+        "retransmissions", "rst", "server",
         "state", "syn_seq", "udp_payloads",
     )
 
@@ -66,6 +66,8 @@ class Conversation:
         self.nxt: list[int | None] = [None, None]  # highest sequence end per direction
         self.retransmissions = 0
         self.reasm: list[Reassembler | None] | None = None
+        self.exp: list[int | None] = [None, None]  # next in-order sequence number for reasm
+        self.kept = [0, 0]  # payload bytes kept per direction
         self.follow = False  # keep every byte (``--follow``), not just ``app_limit``
         self.chunks: list[tuple[int, bytes]] = []  # reassembled (direction, bytes), in order
         self.udp_payloads: list[list[bytes]] | None = None
@@ -111,19 +113,41 @@ class Conversation:
         if payload is not None and self.reasm is not None:
             r = self.reasm[d]
             if r is None:
-                base = self.base[d]
-                r = self.reasm[d] = Reassembler(None if base is None or base == seq else base,
-                                                limit=None if self.follow else
-                                                self.app_limit)
+                # In-order data (the common case) needs no reassembler: append it.
+                e = self.exp[d]
+                kept = self.kept[d]
+                if e is None:
+                    base = self.base[d]
+                    e = seq if base is None or base == seq else (base + 1) & _MASK
+                if seq == e:
+                    self.exp[d] = (seq + plen) & _MASK
+                    if not self.follow:
+                        room = self.app_limit - kept
+                        if room <= 0:
+                            return
+                        if plen > room:
+                            payload = payload[:room]
+                    self.chunks.append((d, payload))
+                    self.kept[d] = kept + len(payload)
+                    return
+                # A hole, a retransmission or an overlap: hand over to a reassembler that
+                # continues where the in-order path stopped.
+                r = self.reasm[d] = Reassembler(None, None if self.follow else self.app_limit)
+                r.base = (e - kept) & _MASK
+                r.expected = r.delivered = kept
             chunks = r.add(seq, payload)
             if chunks:
                 self.chunks.extend((d, c) for c in chunks)
+                self.kept[d] = r.delivered
 
     def wants_payload(self, d: int) -> bool:
-        if self.reasm is None:
-            return False
-        r = self.reasm[d]
-        return r is None or r.limit is None or r.delivered < r.limit
+        return self.reasm is not None and (self.follow or self.kept[d] < self.app_limit)
+
+    @property
+    def truncated(self) -> bool:
+        """More payload passed than was kept for analysis (``app_limit``)."""
+        return not self.follow and (self.kept[0] >= self.app_limit or
+                                    self.kept[1] >= self.app_limit)
 
     @property
     def closed_state(self) -> str | None:

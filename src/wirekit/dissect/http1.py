@@ -185,7 +185,7 @@ class HttpParser:
         if not self._buf:
             return False
         # Tolerate blank lines between messages (RFC 9112 section 2.2).
-        while self._buf[:1] in (b"\r", b"\n"):
+        while bytes(self._buf[:1]) in (b"\r", b"\n"):
             if self._buf[:2] == b"\r\n":
                 self._consume(2)
             elif self._buf[:1] == b"\n":

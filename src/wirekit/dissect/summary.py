@@ -33,6 +33,7 @@ _U16 = struct.Struct("!H").unpack_from
 _IPV4 = struct.Struct("!BxHxxHxB2x4s4s").unpack_from
 _IPV6 = struct.Struct("!4xHBx16s16s").unpack_from
 _TCP = struct.Struct("!HHIIH").unpack_from
+_ETH_V4_TCP = struct.Struct("!12xHBxHxxHxB2x4s4sHHIIH").unpack_from
 _TCPWIN = struct.Struct("!H").unpack_from
 _UDP = struct.Struct("!HHH").unpack_from
 _U32LE = struct.Struct("<I").unpack_from
@@ -115,85 +116,99 @@ class Summary:
                 if progress is not None and not n % _PROGRESS_EVERY:
                     progress(off)
                 end = off + caplen
-                if lt == 1:
-                    if caplen < 14:
-                        continue
-                    (et,) = _U16(buf, off + 12)
-                    p = off + 14
-                    if et == 0x8100 and caplen >= 18:
-                        (et,) = _U16(buf, off + 16)
-                        p += 4
-                elif lt == 113:
-                    if caplen < 16:
-                        continue
-                    (et,) = _U16(buf, off + 14)
-                    p = off + 16
-                elif lt == 276:
-                    if caplen < 20:
-                        continue
-                    (et,) = _U16(buf, off)
-                    p = off + 20
-                elif lt in (101, 228, 229):
-                    if caplen < 1:
-                        continue
-                    v = buf[off] >> 4
-                    et = 0x0800 if v == 4 else 0x86DD if v == 6 else 0
-                    p = off
-                elif lt in (0, 108):
-                    if caplen < 4:
-                        continue
-                    (fam,) = _U32BE(buf, off)
-                    if lt == 0 and fam >= 256:
-                        (fam,) = _U32LE(buf, off)
-                    et = 0x0800 if fam == 2 else 0x86DD if fam in _V6FAMILIES else 0
-                    p = off + 4
-                else:
-                    et = 0
-                    p = off
-                if et == 0x0800:
-                    if end - p < 20:
+                fast = False
+                if lt == 1 and caplen >= 48:
+                    # Ethernet + IPv4 without options + TCP: one unpack for all three.
+                    (et, vihl, total, frag, proto, src, dst, sport, dport, seq, ack,
+                     offflags) = _ETH_V4_TCP(buf, off)
+                    if (et == 0x0800 and vihl == 0x45 and proto == 6 and total >= 40
+                            and not frag & 0x1FFF):
+                        fast = True
+                        l4 = off + 34
+                        ipend = off + 14 + total
+                        if ipend > end:
+                            ipend = end
+                if not fast:
+                    if lt == 1:
+                        if caplen < 14:
+                            continue
+                        (et,) = _U16(buf, off + 12)
+                        p = off + 14
+                        if et == 0x8100 and caplen >= 18:
+                            (et,) = _U16(buf, off + 16)
+                            p += 4
+                    elif lt == 113:
+                        if caplen < 16:
+                            continue
+                        (et,) = _U16(buf, off + 14)
+                        p = off + 16
+                    elif lt == 276:
+                        if caplen < 20:
+                            continue
+                        (et,) = _U16(buf, off)
+                        p = off + 20
+                    elif lt in (101, 228, 229):
+                        if caplen < 1:
+                            continue
+                        v = buf[off] >> 4
+                        et = 0x0800 if v == 4 else 0x86DD if v == 6 else 0
+                        p = off
+                    elif lt in (0, 108):
+                        if caplen < 4:
+                            continue
+                        (fam,) = _U32BE(buf, off)
+                        if lt == 0 and fam >= 256:
+                            (fam,) = _U32LE(buf, off)
+                        et = 0x0800 if fam == 2 else 0x86DD if fam in _V6FAMILIES else 0
+                        p = off + 4
+                    else:
+                        et = 0
+                        p = off
+                    if et == 0x0800:
+                        if end - p < 20:
+                            self.non_ip += 1
+                            continue
+                        vihl, total, frag, proto, src, dst = _IPV4(buf, p)
+                        ihl = (vihl & 15) << 2
+                        ipend = p + total
+                        if ipend > end or total < ihl:
+                            ipend = end
+                        l4 = p + ihl
+                        if ihl < 20 or frag & 0x1FFF:
+                            continue
+                    elif et == 0x86DD:
+                        if end - p < 40:
+                            self.non_ip += 1
+                            continue
+                        plen6, proto, src, dst = _IPV6(buf, p)
+                        l4 = p + 40
+                        ipend = min(end, l4 + plen6)
+                        fragmented = False
+                        while proto in _V6EXT:
+                            if ipend - l4 < 8:
+                                proto = -1
+                                break
+                            if proto == 44:
+                                fragmented = bool(_U16(buf, l4 + 2)[0] & 0xFFF8)
+                                size = 8
+                            elif proto == 51:
+                                size = (buf[l4 + 1] + 2) * 4
+                            else:
+                                size = (buf[l4 + 1] + 1) * 8
+                            proto = buf[l4]
+                            l4 += size
+                        if fragmented:
+                            continue
+                    else:
                         self.non_ip += 1
+                        if on_packet is not None:
+                            on_packet(self._line(n, ts, "?", "?", "?", orig, "(not IP)"))
                         continue
-                    vihl, total, frag, proto, src, dst = _IPV4(buf, p)
-                    ihl = (vihl & 15) << 2
-                    ipend = p + total
-                    if ipend > end or total < ihl:
-                        ipend = end
-                    l4 = p + ihl
-                    if ihl < 20 or frag & 0x1FFF:
-                        continue
-                elif et == 0x86DD:
-                    if end - p < 40:
-                        self.non_ip += 1
-                        continue
-                    plen6, proto, src, dst = _IPV6(buf, p)
-                    l4 = p + 40
-                    ipend = min(end, l4 + plen6)
-                    fragmented = False
-                    while proto in _V6EXT:
-                        if ipend - l4 < 8:
-                            proto = -1
-                            break
-                        if proto == 44:
-                            fragmented = bool(_U16(buf, l4 + 2)[0] & 0xFFF8)
-                            size = 8
-                        elif proto == 51:
-                            size = (buf[l4 + 1] + 2) * 4
-                        else:
-                            size = (buf[l4 + 1] + 1) * 8
-                        proto = buf[l4]
-                        l4 += size
-                    if fragmented:
-                        continue
-                else:
-                    self.non_ip += 1
-                    if on_packet is not None:
-                        on_packet(self._line(n, ts, "?", "?", "?", orig, "(not IP)"))
-                    continue
-                if proto == 6:
-                    if ipend - l4 < 20:
-                        continue
-                    sport, dport, seq, ack, offflags = _TCP(buf, l4)
+                if fast or proto == 6:
+                    if not fast:
+                        if ipend - l4 < 20:
+                            continue
+                        sport, dport, seq, ack, offflags = _TCP(buf, l4)
                     flags = offflags & 0x1FF
                     e = keys.get((src, sport, dst, dport, 6))
                     if e is None or (flags & 0x12 == 0x02 and e[0].split_by(seq)):
@@ -210,7 +225,8 @@ class Summary:
                         if plen < 0:
                             plen = 0
                         payload = (bytes(buf[pstart:ipend]) if plen and conv.reasm is not None
-                                   and conv.wants_payload(d) else None)
+                                   and (conv.follow or conv.kept[d] < conv.app_limit)
+                                   else None)
                         conv.tcp(d, ts, orig, seq, ack, flags, payload, plen)
                         if flags & 0x05 and conv.ended and conv.reasm is not None and (
                                 not conv.follow):

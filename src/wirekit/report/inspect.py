@@ -67,7 +67,8 @@ def conversation_json(summary: Summary, conv: Conversation) -> dict[str, Any]:
 def summary_json(summary: Summary) -> dict[str, Any]:
     error = None
     if summary.error is not None:
-        error = {"message": str(summary.error), "offset": summary.error.offset}
+        error = {"message": str(summary.error),
+                 "offset": getattr(summary.error, "offset", None)}
     return {
         "packets": summary.packets,
         "conversations": [conversation_json(summary, c) for c in summary.conversations],
