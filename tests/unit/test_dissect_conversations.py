@@ -177,3 +177,41 @@ def test_non_ip_and_other_protocols_are_counted() -> None:
     rst = tcp_frame(C, S, seq=1, flags=RST)
     s = summarize(capture([arp, icmp_frame, rst]))
     assert s.packets == 3 and s.non_ip == 1 and len(s.conversations) == 1
+
+
+def test_tls12_several_records_in_one_segment() -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from wirekit.dissect import tls
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "records.test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    hello = tls.ServerHello(0x0303, bytes(range(32)), b"", 0xC02F, 0, ())
+    cert_body = (len(der) + 3).to_bytes(3, "big") + len(der).to_bytes(3, "big") + der
+    flight = (tls.encode_record(22, 0x0303, tls.encode_handshake(2, hello.encode()))
+              + tls.encode_record(22, 0x0303, tls.encode_handshake(11, cert_body))
+              + tls.encode_record(22, 0x0303, tls.encode_handshake(14, b"")))
+    ticket = tls.encode_record(22, 0x0303, tls.encode_handshake(
+        4, (7200).to_bytes(4, "big") + (4).to_bytes(2, "big") + b"tick"))
+    flow = TcpFlow(C, ("127.0.0.1", 443))
+    frames = (flow.handshake() + flow.send("c", _tls_client_hello()) + flow.send("s", flight)
+              + flow.send("s", ticket + tls.encode_record(20, 0x0303, b"\x01"))
+              + flow.send("s", tls.encode_record(23, 0x0303, b"\x00" * 40)))
+    s = summarize(capture(frames))
+    (entry,) = s.tls
+    assert entry["server_hello"]["cipher_suite"] == "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+    assert entry["server_hello"]["version"] == "TLS 1.2"
+    assert entry["certificates"][0]["subject"] == "CN=records.test"
+    assert entry["new_session_ticket"]["lifetime"] == 7200
+    assert entry["messages"][1][:3] == ["ServerHello", "Certificate", "ServerHelloDone"]
+    assert entry["application_bytes"] == [0, 40]

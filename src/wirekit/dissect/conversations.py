@@ -28,10 +28,16 @@ from typing import Any
 
 from wirekit.dissect.reassembly import Reassembler
 
-__all__ = ["Conversation", "format_endpoint"]
+__all__ = ["Conversation", "format_address", "format_endpoint"]
 
 _MASK = 0xFFFFFFFF
 _HALF = 1 << 31
+
+
+def format_address(addr: bytes) -> str:
+    if len(addr) == 4:
+        return "%d.%d.%d.%d" % (addr[0], addr[1], addr[2], addr[3])  # noqa: UP031
+    return str(ipaddress.IPv6Address(addr))
 
 
 def format_endpoint(addr: bytes, port: int) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from wirekit.dissect import app as applayer
-from wirekit.dissect.conversations import Conversation, format_endpoint
+from wirekit.dissect.conversations import Conversation, format_address
 from wirekit.dissect.ip import tcp_flag_names
 from wirekit.errors import ParseError
 from wirekit.pcapng.reader import Buffer, Decoder
@@ -249,12 +249,12 @@ class Summary:
                     conv.udp(d, ts, orig, payload)
                     if on_packet is not None:
                         name = "DNS" if applayer.is_dns_port(sport, dport) else "UDP"
-                        on_packet(self._line(n, ts, format_endpoint(src, sport).rsplit(":", 1)[0],
-                                             format_endpoint(dst, dport).rsplit(":", 1)[0], name,
+                        on_packet(self._line(n, ts, format_address(src),
+                                             format_address(dst), name,
                                              orig, f"{sport} → {dport} Len={uend - l4 - 8}"))
                 elif on_packet is not None:
-                    on_packet(self._line(n, ts, format_endpoint(src, 0).rsplit(":", 1)[0],
-                                         format_endpoint(dst, 0).rsplit(":", 1)[0],
+                    on_packet(self._line(n, ts, format_address(src),
+                                         format_address(dst),
                                          "IPv4" if len(src) == 4 else "IPv6", orig,
                                          f"protocol {proto}"))
                 if self.first_ns is None:
@@ -289,5 +289,5 @@ class Summary:
             obase = conv.base[1 - d]
             info += f" Ack={(ack - obase) & 0xFFFFFFFF if obase is not None else ack}"
         info += f" Win={window} Len={plen}"
-        return self._line(n, ts, format_endpoint(src, 0).rsplit(":", 1)[0],
-                          format_endpoint(dst, 0).rsplit(":", 1)[0], "TCP", length, info)
+        return self._line(n, ts, format_address(src),
+                          format_address(dst), "TCP", length, info)
