@@ -1,5 +1,7 @@
 """``python -m bench [echo|forward|all] [--runs 3] [--quick] [--json FILE]``.
 
+``python -m bench NAME ARGS`` runs another benchmark module, ``python -m bench.NAME ARGS``.
+
 Prints one markdown table per suite (medians of the runs, with ratios) and, where the issue
 sets targets, whether each is met. Progress goes to stderr, the tables to stdout.
 """
@@ -7,6 +9,8 @@ sets targets, whether each is met. Progress goes to stderr, the tables to stdout
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import math
 import os
@@ -88,7 +92,24 @@ def _machine() -> str:
             f"Python {platform.python_version()}, load average {load[0]:.2f} at start")
 
 
+def _delegate(argv: list[str]) -> int | None:
+    """``python -m bench NAME ARGS`` for another benchmark module ``bench/NAME.py`` that has
+    its own ``main(argv)`` (e.g. ``inspect``, ``ssh``): run it as ``python -m bench.NAME``."""
+    if not argv or argv[0].startswith("-") or argv[0] in (*SUITES, "all"):
+        return None
+    name = argv[0]
+    if not name.isidentifier() or importlib.util.find_spec(f"bench.{name}") is None:
+        return None
+    module = importlib.import_module(f"bench.{name}")
+    if not callable(getattr(module, "main", None)):
+        return None
+    return int(module.main(argv[1:]) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
+    delegated = _delegate(sys.argv[1:] if argv is None else list(argv))
+    if delegated is not None:
+        return delegated
     names, opts, json_path = _parse(argv)
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
     print(f"# {command}\n# {_machine()}\n# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, "

@@ -1,7 +1,8 @@
 """A benchmark suite: subjects (servers/relays) x measurements, repeated, medians kept.
 
-Theory of operation: every subject is started once and kept running; each run then visits
-every subject in turn and takes every measurement of it, so that slow drifts of a shared
+Theory of operation: every subject is started once and kept running; each run then takes
+every measurement of every subject in turn (measurement by measurement, so the subjects
+compared in a ratio are measured close together in time), so that slow drifts of a shared
 machine (other jobs, thermal) spread over all subjects instead of hitting one. The result
 is the median of the runs per (subject, metric). A measurement that fails records NaN and a
 note; the suite goes on.
@@ -107,14 +108,16 @@ def run_suite(subjects: list[Subject], measurements: list[Measurement],
                 continue
             if subj.note:
                 result.notes.append(f"{subj.name}: {subj.note}")
+        dead: set[str] = set()
         for run in range(opts.runs):
-            for name, started in running.items():
-                for m in measurements:
-                    if not m.applies(name) or (run and not m.repeat):
+            for m in measurements:
+                for name, started in running.items():
+                    if name in dead or not m.applies(name) or (run and not m.repeat):
                         continue
                     if not started.alive():
                         result.notes.append(f"{name}: a process exited during the run")
-                        break
+                        dead.add(name)
+                        continue
                     _log(f"  run {run + 1}/{opts.runs}: {name}: {m.name} ...")
                     try:
                         values = m.measure(started)
