@@ -144,6 +144,9 @@ def run(args: argparse.Namespace | None = None) -> dict[str, dict[str, float]]:
     skip = set(args.skip or [])
     tools: dict[str, list[str]] = {
         "wirekit": [sys.executable, "-m", "wirekit", "inspect", "-q", "--json", str(capture)],
+        # The same conversation summary the others compute, without the HTTP analysis.
+        "wirekit-no-app": [sys.executable, "-m", "wirekit", "inspect", "-q", "--json",
+                           "--no-app", str(capture)],
     }
     tshark = shutil.which("tshark")
     if tshark:
@@ -166,19 +169,25 @@ def run(args: argparse.Namespace | None = None) -> dict[str, dict[str, float]]:
 
 
 def _table(results: dict[str, dict[str, float]], packets: int) -> None:
-    wk = results.get("wirekit")
+    """One row per tool; the last columns are how many times faster wirekit is (wall / CPU),
+    for the full inspection and for ``--no-app`` (the same summary the others compute)."""
+    refs = [(k, results[k]) for k in ("wirekit", "wirekit-no-app") if k in results]
     print(f"\nconversation summary of {packets} packets (best of runs; lower is better)")
-    print(f"{'tool':<10} {'wall s':>8} {'CPU s':>8} {'packets/s':>12} {'speed-up wall':>14} "
-          f"{'speed-up CPU':>13}")
+    head = f"{'tool':<15} {'wall s':>8} {'CPU s':>8} {'packets/s':>12}"
+    for name, _ in refs:
+        head += f" {name + ' x wall/CPU':>28}"
+    print(head)
     targets = {"tshark": 2.0, "dpkt": 1.0, "scapy": 10.0}
     for name, r in results.items():
-        rw = rc = ""
-        if wk is not None and name != "wirekit":
-            rw = f"{r['seconds'] / wk['seconds']:.2f}x"
-            rc = f"{r['cpu_seconds'] / wk['cpu_seconds']:.2f}x"
-        target = f"  (target >= {targets[name]:g}x)" if name in targets and rw else ""
-        print(f"{name:<10} {r['seconds']:>8.2f} {r['cpu_seconds']:>8.2f} {r['pps']:>12,.0f} "
-              f"{rw:>14} {rc:>13}{target}")
+        row = f"{name:<15} {r['seconds']:>8.2f} {r['cpu_seconds']:>8.2f} {r['pps']:>12,.0f}"
+        for _, ref in refs:
+            cell = "" if name.startswith("wirekit") else (
+                f"{r['seconds'] / ref['seconds']:.2f}x / "
+                f"{r['cpu_seconds'] / ref['cpu_seconds']:.2f}x")
+            row += f" {cell:>28}"
+        if name in targets:
+            row += f"   (target >= {targets[name]:g}x)"
+        print(row)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -186,7 +195,8 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--packets", type=int, default=1_000_000)
     p.add_argument("--repeat", type=int, default=2)
-    p.add_argument("--skip", action="append", choices=["tshark", "dpkt", "scapy", "wirekit"])
+    p.add_argument("--skip", action="append",
+                   choices=["tshark", "dpkt", "scapy", "wirekit", "wirekit-no-app"])
     p.add_argument("--workdir", default=os.environ.get("WIREKIT_BENCH_DIR"))
     return p
 

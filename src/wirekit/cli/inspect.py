@@ -26,6 +26,7 @@ class InspectConfig:
     hex: bool
     packets: bool
     quiet: bool
+    app: bool = True
 
 
 def _parse_follow(text: str | None) -> tuple[str, int] | None:
@@ -58,7 +59,7 @@ def run_inspect(config: InspectConfig) -> None:
     if config.packets and not config.json:
         def on_packet(line: str) -> None:
             out.write(line + "\n")
-    summary = Summary(follow=config.follow, on_packet=on_packet)
+    summary = Summary(app=config.app, follow=config.follow, on_packet=on_packet)
     with open(config.path, "rb") as f:
         buf = open_buffer(f)
         update, stop = _progress(len(buf), sys.stderr.isatty() and not config.quiet)
@@ -101,9 +102,11 @@ def run_inspect(config: InspectConfig) -> None:
               "(tcp stream N; udp:N for UDP), direction-tagged.")
 @click.option("--hex", "as_hex", is_flag=True, help="With --follow: hexdump instead of text.")
 @click.option("--packets", is_flag=True, help="One line per packet (like tshark) first.")
+@click.option("--no-app", "no_app", is_flag=True,
+              help="Conversations only: skip HTTP/TLS/DNS analysis (faster on huge files).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or status.")
 def inspect(file: Path, as_json: bool, follow: str | None, as_hex: bool, packets: bool,
-            quiet: bool) -> None:
+            no_app: bool, quiet: bool) -> None:
     """Dissect a pcap or pcapng capture: conversations, HTTP, TLS handshakes, DNS.
 
     Conversations are numbered like tshark's tcp.stream / udp.stream.  A truncated or
@@ -117,8 +120,10 @@ def inspect(file: Path, as_json: bool, follow: str | None, as_hex: bool, packets
       wirekit inspect web.pcapng --follow 0 --hex
       wirekit inspect dns.pcap --follow udp:0
       wirekit inspect big.pcap --json | jq '.conversations[] | select(.closed=="rst")'
+      wirekit inspect huge.pcapng --no-app        # conversations only, fastest
     """
     if as_hex and follow is None:
         raise UsageError("--hex only applies with --follow N")
-    config = InspectConfig(file, as_json, _parse_follow(follow), as_hex, packets, quiet)
+    config = InspectConfig(file, as_json, _parse_follow(follow), as_hex, packets, quiet,
+                           app=not no_app)
     run_inspect(config)
