@@ -121,3 +121,15 @@ def test_help_has_examples() -> None:
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0 and "Examples:" in proc.stdout
     assert "wirekit inspect web.pcapng --follow 0" in proc.stdout
+
+
+def test_no_app_gives_the_same_conversations_without_analysis(sample: Path, capsys) -> None:
+    full = json.loads(run(capsys, str(sample), "--json")[1])
+    code, out, _ = run(capsys, str(sample), "--json", "--no-app")
+    bare = json.loads(out)
+    assert code == 0 and bare["http"] == [] and bare["dns"] == []
+    strip = [{k: v for k, v in c.items() if k not in ("app", "app_detail")}
+             for c in full["conversations"]]
+    assert [{k: v for k, v in c.items() if k not in ("app", "app_detail")}
+            for c in bare["conversations"]] == strip
+    assert {c["app"] for c in bare["conversations"]} == {None}

@@ -74,6 +74,7 @@ class HttpParser:
         self.role = role
         self.max_head = max_head
         self._buf = bytearray()
+        self._pos = 0  # next unread byte in _buf (consumed bytes are dropped on feed)
         self._base = 0  # stream offset of _buf[0]
         self._state = "HEAD"
         self._remaining = 0
@@ -89,6 +90,10 @@ class HttpParser:
         self._methods.append(method.upper())
 
     def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._base += self._pos
+            self._pos = 0
         self._buf += data
 
     def events(self) -> Iterator[HttpRequest | HttpResponse]:
@@ -100,8 +105,8 @@ class HttpParser:
         """The stream ended; finish a read-until-close body."""
         self._run()
         if self._state == "UNTIL_CLOSE":
-            self._body += len(self._buf)
-            self._consume(len(self._buf))
+            self._body += len(self._buf) - self._pos
+            self._pos = len(self._buf)
             self._emit()
         ready, self._ready = self._ready, []
         yield from ready
@@ -109,13 +114,13 @@ class HttpParser:
     @property
     def pending(self) -> bool:
         """True if a message has started but not finished."""
-        return self._state != "HEAD" or bool(self._buf)
+        return self._state != "HEAD" or self._pos < len(self._buf)
 
     # -- the state machine ---------------------------------------------------------------
 
-    def _consume(self, n: int) -> None:
-        del self._buf[:n]
-        self._base += n
+    @property
+    def _offset(self) -> int:
+        return self._base + self._pos
 
     def _run(self) -> None:
         while True:
@@ -124,10 +129,10 @@ class HttpParser:
                 if not self._parse_head():
                     return
             elif state == "BODY_LENGTH":
-                take = min(self._remaining, len(self._buf))
+                take = min(self._remaining, len(self._buf) - self._pos)
                 self._body += take
                 self._remaining -= take
-                self._consume(take)
+                self._pos += take
                 if self._remaining:
                     return
                 self._emit()
@@ -140,25 +145,25 @@ class HttpParser:
                     size = int(size_text, 16)
                 except ValueError:
                     raise ParseError(f"bad chunk size {size_text[:20]!r}",
-                                     offset=self._base) from None
+                                     offset=self._offset) from None
                 if size == 0:
                     self._state = "TRAILERS"
                 else:
                     self._remaining, self._state = size, "CHUNK_DATA"
             elif state == "CHUNK_DATA":
-                take = min(self._remaining, len(self._buf))
+                take = min(self._remaining, len(self._buf) - self._pos)
                 self._body += take
                 self._remaining -= take
-                self._consume(take)
+                self._pos += take
                 if self._remaining:
                     return
                 self._state = "CHUNK_END"
             elif state == "CHUNK_END":
-                if len(self._buf) < 2:
+                if len(self._buf) - self._pos < 2:
                     return
-                if self._buf[:2] != b"\r\n":
-                    raise ParseError("chunk not followed by CRLF", offset=self._base)
-                self._consume(2)
+                if self._buf[self._pos : self._pos + 2] != b"\r\n":
+                    raise ParseError("chunk not followed by CRLF", offset=self._offset)
+                self._pos += 2
                 self._state = "CHUNK_SIZE"
             elif state == "TRAILERS":
                 line = self._line()
@@ -167,43 +172,46 @@ class HttpParser:
                 if not line:
                     self._emit()
             else:  # UNTIL_CLOSE
-                self._body += len(self._buf)
-                self._consume(len(self._buf))
+                self._body += len(self._buf) - self._pos
+                self._pos = len(self._buf)
                 return
 
     def _line(self) -> bytes | None:
-        i = self._buf.find(b"\n")
+        i = self._buf.find(b"\n", self._pos)
         if i < 0:
-            if len(self._buf) > self.max_head:
-                raise ParseError("line too long", offset=self._base)
+            if len(self._buf) - self._pos > self.max_head:
+                raise ParseError("line too long", offset=self._offset)
             return None
-        line = bytes(self._buf[:i]).rstrip(b"\r")
-        self._consume(i + 1)
+        line = bytes(self._buf[self._pos : i]).rstrip(b"\r")
+        self._pos = i + 1
         return line
 
     def _parse_head(self) -> bool:
-        if not self._buf:
-            return False
+        buf, pos = self._buf, self._pos
+        size = len(buf)
         # Tolerate blank lines between messages (RFC 9112 section 2.2).
-        while bytes(self._buf[:1]) in (b"\r", b"\n"):
-            if self._buf[:2] == b"\r\n":
-                self._consume(2)
-            elif self._buf[:1] == b"\n":
-                self._consume(1)
+        while pos < size and buf[pos] in (13, 10):
+            if buf[pos] == 10:
+                pos += 1
+            elif pos + 1 < size and buf[pos + 1] == 10:
+                pos += 2
             else:
                 break
-        end = self._buf.find(b"\r\n\r\n")
+        self._pos = pos
+        if pos >= size:
+            return False
+        end = buf.find(b"\r\n\r\n", pos)
         sep = 4
         if end < 0:
-            end, sep = self._buf.find(b"\n\n"), 2
+            end, sep = buf.find(b"\n\n", pos), 2
         if end < 0:
-            if len(self._buf) > self.max_head:
+            if size - pos > self.max_head:
                 raise ParseError(f"HTTP head longer than {self.max_head} bytes",
-                                 offset=self._base)
+                                 offset=self._offset)
             return False
-        text = bytes(self._buf[:end]).decode("latin-1")
+        text = buf[pos:end].decode("latin-1")
         raw = text.split("\r\n") if sep == 4 else text.split("\n")
-        offset = self._base
+        offset = self._base + pos
         first = raw[0]
         regex = _REQUEST_LINE if self.role == "request" else _STATUS_LINE
         m = regex.fullmatch(first)
@@ -223,7 +231,7 @@ class HttpParser:
                     cl = value
                 elif lname == "transfer-encoding":
                     te = value.lower()
-        self._consume(end + sep)
+        self._pos = end + sep
         a, b, c = m.groups()
         self._head = (a, b, c or "")
         self._headers = tuple(headers)
