@@ -120,7 +120,7 @@ def tunnel(target: str, local: tuple[str, ...], remote: tuple[str, ...],
             click.echo(event.message, err=True)
 
     t = Tunnel(parsed, local=local, remote=remote, dynamic=dynamic, options=options,
-               reconnect=not no_reconnect, on_event=on_event)
+               reconnect=not no_reconnect, on_event=None if quiet else on_event)
     code = run(_serve(t))
     if stats and not quiet:
         s = t.stats

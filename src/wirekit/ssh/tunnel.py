@@ -301,8 +301,9 @@ class Tunnel:
                 end.transport.write(socks.reply(False, 5 if "refused" in reason else 1))
             end.close()
             return
-        end.label = f"{peer} -> {target}"
-        self._emit("open", f"open {peer} -> {target}", peer=peer, target=target)
+        if self._on_event is not None:  # per-connection lines cost only when someone listens
+            end.label = f"{peer} -> {target}"
+            self._emit("open", f"open {peer} -> {target}", peer=peer, target=target)
 
     async def _socks_request(self, end: SocketEnd, socks: SocksHandshake) -> tuple[str, int]:
         done: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
@@ -399,8 +400,9 @@ class Tunnel:
         self._pipes.add(end)
         self.stats.connections += 1
         self.stats.active += 1
-        end.label = f"{peer} -> {target}"
-        self._emit("open", f"open {peer} -> {target}", peer=peer, target=target)
+        if self._on_event is not None:  # per-connection lines cost only when someone listens
+            end.label = f"{peer} -> {target}"
+            self._emit("open", f"open {peer} -> {target}", peer=peer, target=target)
         return ChannelEnd(end)
 
     # -- supervision ----------------------------------------------------------------------
