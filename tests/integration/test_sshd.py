@@ -384,6 +384,40 @@ def test_cli_password_from_env(wirekit_proc: Callable[..., WirekitProcess], tmp_
     assert "s3cret" not in " ".join(p.args)
 
 
+def test_cli_prompts_for_the_password_on_a_terminal(wirekit_proc: Callable[..., WirekitProcess],
+                                                    tmp_path: Path, keys: dict[str, Path],
+                                                    echo_port: int) -> None:
+    import pty
+
+    server = Sshd(wirekit_proc, tmp_path, keys, "--password-env", "LAB_PW",
+                  env={"LAB_PW": "typed secret"}).start()
+    master, slave = pty.openpty()
+    try:
+        p = wirekit_proc("tunnel", f"root@127.0.0.1:{server.port}", "--no-agent",
+                         "--known-hosts", str(keys["known_hosts"]), "--accept-new",
+                         "-i", str(keys["wrong"]), "-L", f"0:127.0.0.1:{echo_port}",
+                         stdin=slave)
+        os.write(master, b"typed secret\n")  # typed ahead; read once the key is refused
+        p.wait_line(r"root@127\.0\.0\.1's password:", timeout=20)
+        port = int(p.wait_line(r"forwarding 127\.0\.0\.1:(\d+) ->").group(1))
+        assert can_connect(port)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_cli_connection_refused(wirekit_proc: Callable[..., WirekitProcess],
+                                keys: dict[str, Path]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = wirekit_proc("tunnel", f"root@127.0.0.1:{port}", "-i", str(keys["id"]), "--no-agent",
+                     "-L", "0:127.0.0.1:9")
+    assert p.proc.wait(20) == 1
+    p.kill()
+    assert f"connection refused by 127.0.0.1:{port}" in p.stderr
+
+
 # -- the CLI: lines, reconnect, stopping ----------------------------------------------------
 def test_cli_lines_and_json(sshd: Sshd, wirekit_proc: Callable[..., WirekitProcess],
                             echo_port: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import os
 import signal
@@ -140,6 +139,7 @@ def tunnel(target: str, local: tuple[str, ...], remote: tuple[str, ...],
 
 
 def _prompt():  # type: ignore[no-untyped-def]
+    """Ask for the password on the terminal (stdin, echo off; the prompt on stderr), once."""
     lock = threading.Lock()
     cached: list[str] = []
 
@@ -147,12 +147,33 @@ def _prompt():  # type: ignore[no-untyped-def]
         with lock:
             if not cached:
                 try:
-                    cached.append(getpass.getpass(text))
-                except (EOFError, KeyboardInterrupt):
+                    cached.append(_read_password(text))
+                except (EOFError, KeyboardInterrupt, OSError):
                     return None
             return cached[0]
 
     return prompt
+
+
+def _read_password(text: str) -> str:
+    import termios
+
+    fd = sys.stdin.fileno()
+    old = termios.tcgetattr(fd)
+    quiet = old[:]
+    quiet[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSADRAIN, quiet)  # keep what was typed ahead
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        line = sys.stdin.readline()
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, old)
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+    if not line:
+        raise EOFError
+    return line.rstrip("\n")
 
 
 async def _serve(t) -> int:  # type: ignore[no-untyped-def]
