@@ -89,8 +89,9 @@ class Summary:
         self.conversations.append(conv)
         forward = (conv, 1 if swap else 0)
         backward = (conv, 0 if swap else 1)
-        self._keys[(src, sport, dst, dport, pnum)] = forward
+        # Backward first: a packet sent to its own address and port keys both ways alike.
         self._keys[(dst, dport, src, sport, pnum)] = backward
+        self._keys[(src, sport, dst, dport, pnum)] = forward
         return forward
 
     def _finish(self, conv: Conversation) -> None:
