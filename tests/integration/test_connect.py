@@ -231,7 +231,7 @@ def test_peer_reset_is_an_error(tcp_server) -> None:
         ("localhost", 2, "wirekit: error: address 'localhost' has no port"),
         ("127.0.0.1:99999", 2, "wirekit: error: port 99999 in '127.0.0.1:99999' is out of range"),
         ("[::1:80", 2, "wirekit: error: unclosed '['"),
-        ("tls://127.0.0.1:443", 2, "wirekit: error: tls:// is not supported by wirekit connect"),
+        ("tls://127.0.0.1:99999", 2, "wirekit: error: port 99999 in 'tls://127.0.0.1:99999'"),
     ],
 )
 def test_failures_are_one_line(address: str, code: int, message: str) -> None:

@@ -1,4 +1,4 @@
-"""``wirekit connect``: a TCP/UDP client, stdin to the socket and the socket to stdout."""
+"""``wirekit connect``: a TCP/UDP/TLS client, stdin to the socket and the socket to stdout."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from wirekit.report.hexdump import chunk_header, hexdump
 
 __all__ = ["connect"]
 
-TLS_LATER = "tls:// is not supported by wirekit connect yet (TLS arrives in a later release)"
 UDP_TIMEOUT = 2.0
 TCP_TIMEOUT = 10.0
 NO_STDIN_WAIT = 10.0
@@ -38,6 +37,29 @@ class ConnectConfig:
     retries: int
     quiet: bool
     verbose: bool
+    tls: TLSOptions | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TLSOptions:
+    """``wirekit tls``'s client options, for ``connect tls://``."""
+
+    ca: str | None = None
+    insecure: bool = False
+    cert: str | None = None
+    key: str | None = None
+    sni: str | None = None
+    no_sni: bool = False
+    alpn: tuple[str, ...] = ()
+    min_version: str | None = None
+    max_version: str | None = None
+    keylog: str | None = None
+
+    def kwargs(self) -> dict[str, object]:
+        return {"ca": self.ca, "insecure": self.insecure, "cert": self.cert, "key": self.key,
+                "sni": self.sni, "no_sni": self.no_sni, "alpn": self.alpn,
+                "min_version": self.min_version, "max_version": self.max_version,
+                "keylog": self.keylog}
 
 
 class _Render:
@@ -83,13 +105,14 @@ class _Render:
 async def _run_tcp(config: ConnectConfig, render: _Render) -> None:
     from wirekit.net.tcp import connect as tcp_connect
 
-    conn = await tcp_connect(config.address, timeout=config.timeout)
+    tls_kwargs = config.tls.kwargs() if config.tls is not None else {}
+    conn = await tcp_connect(config.address, timeout=config.timeout, **tls_kwargs)  # type: ignore[arg-type]
     async with conn:
         where = str(config.address)
         if conn.peer.host != config.address.host:
             where += f" ({conn.peer.hostport})"
         render.start = time.monotonic()
-        render.status(f"connected to {where}")
+        render.status(f"connected to {where}{_tls_summary(conn, config.tls)}")
         render.status(f"local address {conn.local.hostport}", detail=True)
         if config.interactive:
             render.status("type a line and press Enter to send it; Ctrl-D ends, Ctrl-C quits")
@@ -109,6 +132,22 @@ async def _run_tcp(config: ConnectConfig, render: _Render) -> None:
                 await source.aclose()
     render.status(f"closed ({result.ended}): sent {result.sent} bytes, received "
                   f"{result.received} bytes in {result.duration:.3f}s", detail=True)
+
+
+def _tls_summary(conn: object, tls: TLSOptions | None) -> str:
+    """`` (TLSv1.3, TLS_AES_256_GCM_SHA384, certificate verified)`` for the status line."""
+    if tls is None:
+        return ""
+    sslobj = conn.writer.get_extra_info("ssl_object")  # type: ignore[attr-defined]
+    if sslobj is None:
+        return ""
+    cipher = sslobj.cipher()
+    parts = [sslobj.version() or "TLS", cipher[0] if cipher else ""]
+    if sslobj.selected_alpn_protocol():
+        parts.append(f"ALPN {sslobj.selected_alpn_protocol()}")
+    parts.append("certificate NOT verified (--insecure)" if tls.insecure
+                 else "certificate verified")
+    return " (" + ", ".join(p for p in parts if p) + ")"
 
 
 async def _run_udp(config: ConnectConfig, render: _Render) -> None:
@@ -161,10 +200,21 @@ Examples:
   wirekit connect :9000 --hex --send '\\x00\\x01hello' --no-stdin --wait 1
   wirekit connect udp://:9999 --send ping --retries 5
   wirekit connect :12345                          # interactive when stdin is a terminal
+  wirekit connect tls://example.org:443 --send 'HEAD / HTTP/1.0\r\nHost: example.org\r\n\r\n'
+  wirekit connect tls://localhost:8443 --ca ~/.local/share/wirekit/ca/ca.pem
+  wirekit connect tls://10.0.0.5:993 --sni mail.internal --max-version 1.2
+  wirekit connect tls://:8443 --cert me.pem --key me-key.pem   # mutual TLS
 
 \b
 Exit codes: 0 the peer closed (or --wait passed quietly), 1 the connection failed or
-was reset or a UDP request got no reply, 2 bad address or option, 130 Ctrl-C.
+was reset, the certificate is not trusted (the reason is printed, as by wirekit tls), or a
+UDP request got no reply, 2 bad address or option, 130 Ctrl-C.
+
+\b
+TLS and end of input: TLS has no half-close that wirekit can send (close_notify ends the
+whole connection for most servers), so at the end of stdin a tls:// session sends nothing
+and keeps printing until the server closes, like openssl s_client -quiet (-ign_eof); use
+--wait S to stop after S quiet seconds.
 """
 
 
@@ -191,6 +241,23 @@ was reset or a UDP request got no reply, 2 bad address or option, 130 Ctrl-C.
                    f"each reply before resending (default {UDP_TIMEOUT:g}).")
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               metavar="N", help="UDP: resend a datagram up to N times when no reply comes.")
+@click.option("--ca", metavar="FILE", type=click.Path(dir_okay=False),
+              help="TLS: trust the roots in FILE instead of the system's.")
+@click.option("--insecure", is_flag=True,
+              help="TLS: do not verify the certificate (says so on stderr).")
+@click.option("--sni", metavar="NAME", help="TLS: name to send as SNI and to check the "
+              "certificate against (default: the host; none for an IP address).")
+@click.option("--no-sni", is_flag=True, help="TLS: send no SNI (the host is still checked).")
+@click.option("--alpn", metavar="PROTO[,PROTO]", multiple=True,
+              help="TLS: offer ALPN protocols, e.g. h2,http/1.1.")
+@click.option("--min-version", type=click.Choice(["1.2", "1.3"]), help="TLS: lowest version.")
+@click.option("--max-version", type=click.Choice(["1.2", "1.3"]), help="TLS: highest version.")
+@click.option("--cert", metavar="FILE", type=click.Path(dir_okay=False),
+              help="TLS: client certificate (PEM, may include the key).")
+@click.option("--key", metavar="FILE", type=click.Path(dir_okay=False),
+              help="TLS: private key of the client certificate.")
+@click.option("--keylog", metavar="FILE", type=click.Path(dir_okay=False),
+              help="TLS: write NSS key-log lines for Wireshark (SSLKEYLOGFILE is honoured).")
 @click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr (errors only).")
 @click.option("-v", "--verbose", is_flag=True, help="More status: local address, byte counts.")
 def connect(
@@ -202,20 +269,40 @@ def connect(
     hex_: bool,
     timeout: float | None,
     retries: int,
+    ca: str | None,
+    insecure: bool,
+    sni: str | None,
+    no_sni: bool,
+    alpn: tuple[str, ...],
+    min_version: str | None,
+    max_version: str | None,
+    cert: str | None,
+    key: str | None,
+    keylog: str | None,
     quiet: bool,
     verbose: bool,
 ) -> None:
     """Connect to ADDRESS: stdin goes to the socket, the socket goes to stdout.
 
-    ADDRESS is HOST:PORT, :PORT (127.0.0.1), [V6]:PORT, optionally with tcp:// (default)
-    or udp://.  At the end of stdin the write side is shut down (half-close) and output
-    goes on until the peer closes.  Over UDP each --send and each stdin line is one
+    ADDRESS is HOST:PORT, :PORT (127.0.0.1), [V6]:PORT, optionally with tcp:// (default),
+    udp:// or tls://.  tls:// verifies the server's certificate and name like wirekit tls
+    and, when they are not trusted, fails with the reason.  At the end of stdin the write
+    side is shut down (half-close; not over TLS, see below) and output goes on until the
+    peer closes.  Over UDP each --send and each stdin line is one
     datagram and replies are printed as they arrive.  When stdin is a terminal the
     session is interactive: type a line, see the reply.
     """
     addr = parse_address(address, schemes=("tcp", "udp", "tls"))
-    if addr.scheme == "tls":
-        raise UsageError(TLS_LATER)
+    tls = TLSOptions(ca, insecure, cert, key, sni, no_sni,
+                     tuple(p.strip() for item in alpn for p in item.split(",") if p.strip()),
+                     min_version, max_version, keylog)
+    if addr.scheme != "tls":
+        if tls != TLSOptions():
+            raise UsageError(f"TLS options need a tls:// address, not {addr}")
+        tls = None
+    elif insecure and not quiet:
+        click.echo("wirekit: warning: --insecure: the server's certificate is NOT verified; "
+                   "anyone on the path can read and change this connection", err=True)
     udp = addr.scheme == "udp"
     sends: list[session.Payload] = [unescape(text) for text in send_texts]
     sends += list(send_files)
@@ -233,6 +320,7 @@ def connect(
         retries=retries,
         quiet=quiet,
         verbose=verbose,
+        tls=tls,
     )
     render = _Render(config)
     run(_run_udp(config, render) if udp else _run_tcp(config, render))

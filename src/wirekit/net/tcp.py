@@ -1,18 +1,23 @@
-"""TCP (and, given an ``ssl.SSLContext``, TLS) client connections.
+"""TCP and TLS client connections.
 
 ``connect`` resolves the name itself and tries each address in turn, so that when every
 address fails the user sees the most telling reason ("connection refused by 127.0.0.1:9")
 rather than asyncio's "Multiple exceptions: ...".  The whole attempt (resolution, TCP
 handshake, TLS handshake) shares one deadline, ``timeout``.
+
+``tls://`` verifies like ``wirekit tls``: the ssl module verifies with wirekit's secure
+defaults, and a refused certificate becomes a :class:`~wirekit.errors.CertificateError`
+whose message names the reason (see :mod:`wirekit.net.tls`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 import ssl as _ssl
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from wirekit.address import Address, parse_address
@@ -20,15 +25,11 @@ from wirekit.errors import ConnectTimeout, UsageError
 from wirekit.net._errors import connect_errors
 from wirekit.net.stream import Connection
 
-__all__ = ["DEFAULT_TIMEOUT", "TLS_NOT_AVAILABLE", "connect"]
+__all__ = ["DEFAULT_TIMEOUT", "connect"]
 
 DEFAULT_TIMEOUT = 10.0
 STREAM_LIMIT = 1 << 18  # bytes recv_until may scan for its delimiter
 
-TLS_NOT_AVAILABLE = (
-    "tls:// is not available yet (TLS arrives in a later release); "
-    "the library accepts connect(..., ssl=CONTEXT) meanwhile"
-)
 
 
 async def connect(
@@ -38,13 +39,28 @@ async def connect(
     ssl: _ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     nodelay: bool = True,
+    ca: str | os.PathLike[str] | None = None,
+    insecure: bool = False,
+    cert: str | os.PathLike[str] | None = None,
+    key: str | os.PathLike[str] | None = None,
+    sni: str | None = None,
+    no_sni: bool = False,
+    alpn: Iterable[str] = (),
+    min_version: str | None = None,
+    max_version: str | None = None,
+    keylog: str | os.PathLike[str] | None = None,
 ) -> Connection:
-    """Connect to ``address`` (``HOST:PORT``, ``:PORT``, ``[v6]:PORT``, ``tcp://``).
+    """Connect to ``address`` (``HOST:PORT``, ``:PORT``, ``[v6]:PORT``, ``tcp://``, ``tls://``).
 
-    ``tls://`` addresses need an ``ssl`` context (a plain ``tcp://`` address with ``ssl``
-    given is wrapped in TLS too).  Raises :class:`~wirekit.errors.ResolveError`,
+    ``tls://`` verifies the server's certificate and name with wirekit's defaults; the
+    keyword arguments are ``wirekit tls``'s options (``ca``: trust these roots instead of
+    the system's; ``insecure``: do not verify; ``cert``/``key``: client certificate;
+    ``sni``/``no_sni``; ``alpn``; ``min_version``/``max_version`` ``"1.2"``/``"1.3"``;
+    ``keylog``).  Or pass your own ``ssl`` context (and ``server_hostname``), which is used
+    as it is, also for a ``tcp://`` address.  Raises :class:`~wirekit.errors.ResolveError`,
     :class:`~wirekit.errors.ConnectRefused`, :class:`~wirekit.errors.ConnectTimeout`,
-    :class:`~wirekit.errors.NetworkUnreachable` or another
+    :class:`~wirekit.errors.NetworkUnreachable`, :class:`~wirekit.errors.CertificateError`
+    (``.verdicts`` says why), :class:`~wirekit.errors.TLSError` or another
     :class:`~wirekit.errors.ConnectError`, each with a one-line message.
     """
     addr = address if isinstance(address, Address) else parse_address(
@@ -52,8 +68,22 @@ async def connect(
     )
     if addr.scheme not in ("tcp", "tls"):
         raise UsageError(f"connect() speaks tcp:// and tls://, not {addr.scheme}:// ({addr})")
+    tls_options = (ca is not None or insecure or cert is not None or key is not None
+                   or sni is not None or no_sni or bool(tuple(alpn)) or min_version is not None
+                   or max_version is not None or keylog is not None)
+    client = None
+    if ssl is not None and tls_options:
+        raise UsageError("give connect() either ssl=CONTEXT or TLS options (ca=, cert=, ...), "
+                         "not both")
     if addr.scheme == "tls" and ssl is None:
-        raise UsageError(TLS_NOT_AVAILABLE)
+        from wirekit.net.tls import client_tls
+
+        client = client_tls(addr.host, ca=ca, insecure=insecure, cert=cert, key=key, sni=sni,
+                            no_sni=no_sni, alpn=alpn, min_version=min_version,
+                            max_version=max_version, keylog=keylog)
+        ssl, server_hostname = client.context, client.server_hostname
+    elif tls_options:
+        raise UsageError(f"TLS options need a tls:// address, not {addr}")
     if timeout is None or timeout <= 0:
         raise UsageError(f"connect timeout must be a positive number of seconds, not {timeout}")
     host, port = addr.host, addr.port
@@ -71,12 +101,16 @@ async def connect(
                 try:
                     if nodelay:
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    reader, writer = await asyncio.open_connection(
-                        sock=sock,
-                        ssl=ssl,
-                        server_hostname=server_hostname or (host if ssl is not None else None),
-                        limit=STREAM_LIMIT,
-                    )
+                    if client is not None:
+                        reader, writer = await _open_tls(sock, client, host, port)
+                    else:
+                        reader, writer = await asyncio.open_connection(
+                            sock=sock,
+                            ssl=ssl,
+                            server_hostname=server_hostname
+                            or (host if ssl is not None else None),
+                            limit=STREAM_LIMIT,
+                        )
                 except BaseException:
                     sock.close()
                     raise
@@ -87,6 +121,28 @@ async def connect(
             ) from None
         raise
     return Connection.from_streams(reader, writer, scheme=addr.scheme)
+
+
+async def _open_tls(sock: socket.socket, client: Any, host: str,
+                    port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    from wirekit.net.tls import check_name_after, explain_client_failure
+
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        reader, writer = await asyncio.open_connection(
+            sock=sock, ssl=client.context, server_hostname=client.server_hostname,
+            limit=STREAM_LIMIT)
+    except _ssl.SSLError as exc:
+        explained = explain_client_failure(exc, client, where)
+        if explained is None:
+            raise
+        raise explained from exc
+    try:
+        check_name_after(client, writer.get_extra_info("ssl_object"), where)
+    except BaseException:
+        writer.close()
+        raise
+    return reader, writer
 
 
 async def _connect_any(

@@ -1,0 +1,210 @@
+"""TLS for ``connect`` and ``serve``: contexts from options, and reasons for failures.
+
+Theory of operation
+-------------------
+The ssl module verifies, with wirekit's defaults (:mod:`wirekit.tls.context`); wirekit
+only *explains*.  OpenSSL's refusal says little ("certificate verify failed: unable to get
+local issuer certificate") and, once the handshake failed, asyncio's transport is gone
+together with the peer's chain.  So every context made here uses :class:`_Explaining` as
+its ``sslobject_class`` (asyncio and uvloop create their SSLObject through it): when its
+handshake fails, it attaches the chain the peer sent to the exception (``wk_chain``), and
+:func:`explain_client_failure` judges that chain with :mod:`wirekit.tls.verdicts`, as
+``wirekit tls`` does, so the error names the reason (``self_signed``, ``expired``, ...).
+
+A server does not keep a client's chain after refusing it (OpenSSL stores it only once it
+is verified), so a server context that asks for client certificates also records the
+client's Certificate message through the ssl module's message callback and the refusal
+is judged from that (:func:`explain_server_failure`): "no client certificate", "client
+certificate expired 3 days ago", "client certificate ... issued by 'Other CA', which is
+not in the roots in ca.pem" are distinct reasons in the server's log.
+
+Client with ``no_sni``: the ssl module cannot check a name it did not send, so its host
+name check is off and the name is checked after the handshake (verification of the chain
+itself stays on).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from wirekit.errors import CertificateError, TLSError, UsageError, WirekitError
+from wirekit.tls.context import client_context, server_hostname
+
+__all__ = [
+    "ClientTLS",
+    "client_tls",
+    "explain_client_failure",
+    "explain_server_failure",
+    "prepare_context",
+    "wants_client_certificate",
+]
+
+_HANDSHAKE, _CERTIFICATE = 22, 11
+
+
+class _Explaining(ssl.SSLObject):
+    """An SSLObject that keeps what explains a failed handshake (see the module doc)."""
+
+    _wk_certificate: bytes | None = None  # the peer's Certificate message (servers)
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            exc.wk_chain = _peer_chain(self)  # type: ignore[attr-defined]
+            exc.wk_certificate_seen = self._wk_certificate is not None  # type: ignore[attr-defined]
+            raise
+
+
+def _peer_chain(obj: _Explaining) -> list[bytes]:
+    from wirekit.net.tlsprobe import unverified_chain
+
+    try:
+        chain = unverified_chain(obj)
+    except (ssl.SSLError, ValueError, AttributeError):
+        chain = []
+    if chain or obj._wk_certificate is None:
+        return chain
+    from wirekit.dissect import tls as dtls
+    from wirekit.errors import ParseError
+
+    try:
+        return dtls.Certificate.decode(obj._wk_certificate[4:]).certificates
+    except ParseError:
+        return []
+
+
+def _record_certificate(conn: Any, direction: str, version: Any, content_type: int,
+                        msg_type: Any, data: bytes) -> None:
+    if content_type == _HANDSHAKE and direction == "read" and data[:1] == b"\x0b":
+        conn._wk_certificate = bytes(data)
+
+
+def prepare_context(ctx: ssl.SSLContext, *, record_peer_certificate: bool = False) -> None:
+    """Make failures on ``ctx`` explainable (a context wirekit made; never a user's)."""
+    ctx.sslobject_class = _Explaining
+    if record_peer_certificate:
+        ctx._msg_callback = _record_certificate  # type: ignore[attr-defined]
+
+
+def wants_client_certificate(ctx: ssl.SSLContext) -> bool:
+    return ctx.verify_mode != ssl.CERT_NONE
+
+
+# -- client -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTLS:
+    """What ``connect`` needs for a TLS client connection."""
+
+    context: ssl.SSLContext
+    server_hostname: str | None  # passed to the ssl module (SNI and its host name check)
+    checked_name: str  # the name the certificate must carry
+    ca: str | os.PathLike[str] | None
+    insecure: bool
+    check_after: bool  # the ssl module does not check the name: check it after the handshake
+
+
+def client_tls(
+    host: str,
+    *,
+    ca: str | os.PathLike[str] | None = None,
+    insecure: bool = False,
+    cert: str | os.PathLike[str] | None = None,
+    key: str | os.PathLike[str] | None = None,
+    sni: str | None = None,
+    no_sni: bool = False,
+    alpn: Iterable[str] = (),
+    min_version: str | None = None,
+    max_version: str | None = None,
+    keylog: str | os.PathLike[str] | None = None,
+) -> ClientTLS:
+    """A verifying client context for ``host`` (``insecure`` is the only way not to)."""
+    if sni and no_sni:
+        raise UsageError("--sni and --no-sni contradict each other")
+    ctx = client_context(ca=ca, insecure=insecure, cert=cert, key=key, alpn=alpn,
+                         min_version=min_version, max_version=max_version, keylog=keylog)
+    prepare_context(ctx)
+    send = server_hostname(host, sni=sni, no_sni=no_sni)
+    check_after = False
+    if send is None and not insecure:
+        ctx.check_hostname = False  # the chain is still verified; the name is checked after
+        check_after = True
+    return ClientTLS(ctx, send, sni or host, ca, insecure, check_after)
+
+
+def check_name_after(tls: ClientTLS, ssl_object: ssl.SSLObject | None, where: str) -> None:
+    """With ``--no-sni``: the certificate must still carry the name (else CertificateError)."""
+    if not tls.check_after or ssl_object is None:
+        return
+    from cryptography import x509
+
+    from wirekit.tls.verdicts import hostname_matches
+
+    der = ssl_object.getpeercert(binary_form=True)
+    if der and hostname_matches(x509.load_der_x509_certificate(der), tls.checked_name):
+        return
+    from wirekit.net.tlsprobe import unverified_chain
+
+    raise _judged(unverified_chain(ssl_object) or ([der] if der else []), tls.checked_name,
+                  tls.ca, where, "server", None)
+
+
+def explain_client_failure(exc: ssl.SSLError, tls: ClientTLS, where: str) -> WirekitError | None:
+    """The wirekit error for a refused server certificate, or None (not about certificates)."""
+    if not isinstance(exc, ssl.SSLCertVerificationError):
+        return None
+    chain = getattr(exc, "wk_chain", None) or []
+    return _judged(chain, tls.checked_name, tls.ca, where, "server", exc)
+
+
+def _judged(chain: list[bytes], name: str | None, ca: str | os.PathLike[str] | None,
+            where: str, purpose: str, exc: ssl.SSLError | None) -> WirekitError:
+    from wirekit.tls.inspect import inspect_chain, load_trust
+    from wirekit.tls.verdicts import certificate_error
+
+    openssl = getattr(exc, "verify_message", None) or (exc.reason if exc else None) or "refused"
+    if chain:
+        try:
+            _, check = inspect_chain(chain, name, load_trust(ca), now=dt.datetime.now(dt.UTC),
+                                     purpose=purpose)
+        except (TLSError, UsageError):
+            check = None
+        if check is not None and check.errors:
+            return certificate_error(check, where)
+    # Our checks found nothing OpenSSL did (or there was no chain): say what OpenSSL said.
+    return CertificateError(f"certificate of {where} not trusted: {openssl}")
+
+
+# -- server -----------------------------------------------------------------------------
+
+
+def explain_server_failure(exc: BaseException, ctx: ssl.SSLContext,
+                           client_ca: str | os.PathLike[str] | None) -> str:
+    """One line for the server's log: why a client's handshake failed."""
+    if isinstance(exc, TimeoutError) or "taking longer" in str(exc):
+        return "TLS handshake timed out"
+    if not isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.strerror or exc}" if isinstance(exc, OSError) \
+            else f"TLS handshake failed: {exc}"
+    reason = exc.reason or ""
+    if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE" or (
+            wants_client_certificate(ctx) and reason == "CERTIFICATE_VERIFY_FAILED"
+            and not getattr(exc, "wk_certificate_seen", True)):
+        return "no client certificate (--require-client-cert)"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        chain = getattr(exc, "wk_chain", None) or []
+        err = _judged(chain, None, client_ca, "the client", "client", exc)
+        return str(err).replace("certificate of the client not trusted: ",
+                                "client certificate not trusted: ")
+    if reason in ("HTTP_REQUEST", "WRONG_VERSION_NUMBER", "UNSUPPORTED_PROTOCOL"):
+        return f"TLS handshake failed: the client does not speak TLS 1.2+ ({reason.lower()})"
+    return f"TLS handshake failed: {reason.replace('_', ' ').lower() if reason else exc}"
