@@ -432,7 +432,7 @@ def test_json_events(wirekit_proc) -> None:
     ("args", "code", "message"),
     [
         (["finger", ":0"], 2, "unknown service 'finger' (choose from: time, echo"),
-        (["echo", "tls://:0"], 2, "tls:// is not supported here"),
+        (["echo", ":0", "--cert", "x.pem"], 2, "TLS options need a tls:// address"),
         (["echo", "127.0.0.1:99999"], 2, "out of range"),
         (["http", "udp://:0"], 2, "no UDP variant"),
         (["echo", ":0", "--deny", "nonsense"], 2, "is not an IP network"),

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 import click
 
 from wirekit.address import Address, parse_address
+from wirekit.errors import UsageError
 from wirekit.net.acl import AccessList
 from wirekit.net.gate import DEFAULT_GRACE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNS, Limits
 from wirekit.net.runtime import run, stop_signals, uvloop_available
 from wirekit.net.server import DEFAULT_PORT, ConnectionEvent, raise_nofile_limit
 from wirekit.net.server import serve as serve_api
 from wirekit.net.services import SERVICES, get_service
+from wirekit.net.tls_server import DEFAULT_HANDSHAKE_TIMEOUT
 
 __all__ = ["serve"]
 
@@ -30,6 +32,7 @@ class ServeConfig:
     quiet: bool
     verbose: bool
     json: bool
+    tls: dict[str, object] | None = None  # serve()'s TLS keyword arguments, for tls://
 
 
 def _format_bytes(n: int) -> str:
@@ -64,6 +67,9 @@ class Reporter:
         if ev.ended == "refused":
             click.echo(f"{ev.peer.hostport} refused: {ev.detail}", err=True)
             return
+        if ev.ended == "tls failed":
+            click.echo(f"{ev.peer.hostport} TLS handshake failed: {ev.detail}", err=True)
+            return
         if ev.ended == "datagram":
             if self.config.verbose:
                 click.echo(f"{ev.peer} datagram: in {_format_bytes(ev.bytes_in)}, "
@@ -77,14 +83,22 @@ class Reporter:
 async def _serve(config: ServeConfig, reporter: Reporter) -> None:
     wants_events = config.json or not config.quiet  # -q alone: skip building events at all
     server = await serve_api(config.service, config.address, limits=config.limits,
-                             on_event=reporter.event if wants_events else None)
+                             on_event=reporter.event if wants_events else None,
+                             **(config.tls or {}))  # type: ignore[arg-type]
+    issued_by = server.tls.issued_by if server.tls is not None else None
     async with stop_signals() as stop:
         if config.json:
-            reporter.emit({"event": "listening", "service": server.service,
-                           "address": str(server.address)})
+            listening: dict[str, object] = {"event": "listening", "service": server.service,
+                                            "address": str(server.address)}
+            if issued_by is not None:
+                listening["ca"] = str(issued_by)
+            reporter.emit(listening)
         # The one line scripts and tests wait for, even with -q (port 0 needs it).
         click.echo(f"wirekit serve {server.service}: listening on {server.address}", err=True)
-        if not server.address.is_loopback:
+        if issued_by is not None and server.tls is not None:
+            reporter.status(f"certificate for {', '.join(server.tls.names)} issued by the local "
+                            f"CA {issued_by}; clients trust it with: --ca {issued_by}")
+        if not server.address.is_loopback and server.tls is None:
             reporter.status(f"warning: {server.service} is plaintext and listening on "
                             f"{server.address.hostport}, which other machines may reach; "
                             "use --allow to restrict who may connect")
@@ -120,17 +134,44 @@ async def _serve(config: ServeConfig, reporter: Reporter) -> None:
               help="Admit only peers in CIDR (repeatable; IPv4 or IPv6).")
 @click.option("--deny", "deny", multiple=True, metavar="CIDR",
               help="Refuse peers in CIDR (repeatable; deny wins over --allow).")
+@click.option("--cert", metavar="FILE", type=click.Path(dir_okay=False),
+              help="tls://: certificate chain (PEM, leaf first; may include the key). "
+                   "Default: one issued on the fly by the local CA (see --ca-dir).")
+@click.option("--key", metavar="FILE", type=click.Path(dir_okay=False),
+              help="tls://: private key of --cert.")
+@click.option("--ca-dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="tls:// without --cert: the local CA that issues the certificate "
+                   "(default: wirekit cert's; created when missing).")
+@click.option("--client-ca", metavar="FILE", type=click.Path(dir_okay=False),
+              help="tls://: ask clients for a certificate issued by the roots in FILE.")
+@click.option("--require-client-cert", is_flag=True,
+              help="tls://: refuse clients without a valid certificate (needs --client-ca).")
+@click.option("--alpn", metavar="PROTO[,PROTO]", multiple=True,
+              help="tls://: ALPN protocols to accept, e.g. http/1.1.")
+@click.option("--min-version", type=click.Choice(["1.2", "1.3"]), help="tls://: lowest version.")
+@click.option("--max-version", type=click.Choice(["1.2", "1.3"]),
+              help="tls://: highest version.")
+@click.option("--keylog", metavar="FILE", type=click.Path(dir_okay=False),
+              help="tls://: write NSS key-log lines for Wireshark (SSLKEYLOGFILE is honoured).")
+@click.option("--handshake-timeout", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_HANDSHAKE_TIMEOUT, show_default=True, metavar="S",
+              help="tls://: close a connection whose TLS handshake takes longer.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the 'listening on' line.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print limits, datagrams, a summary.")
 @click.option("--json", "as_json", is_flag=True,
               help="Events as JSON objects, one per line, on stdout.")
 def serve(service: str, address: str, max_conns: int, idle_timeout: float, grace: float,
-          allow: tuple[str, ...], deny: tuple[str, ...], quiet: bool, verbose: bool,
+          allow: tuple[str, ...], deny: tuple[str, ...], cert: str | None, key: str | None,
+          ca_dir: str | None, client_ca: str | None, require_client_cert: bool,
+          alpn: tuple[str, ...], min_version: str | None, max_version: str | None,
+          keylog: str | None, handshake_timeout: float, quiet: bool, verbose: bool,
           as_json: bool) -> None:
-    """Serve a built-in SERVICE on ADDRESS (default tcp://127.0.0.1:12345).
+    """Serve a built-in SERVICE on ADDRESS (default tcp://127.0.0.1:12345; also udp://, tls://).
 
     Prints "listening on SCHEME://HOST:PORT" once bound (port 0 picks a free port), then
     one line per finished connection: peer, bytes each way, duration, how it ended.
+    tls:// serves the service over TLS (TLS 1.2+, wirekit's defaults); each failed
+    handshake is logged with its reason (no client certificate, expired, unknown CA...).
     Ctrl-C or SIGTERM stops accepting at once and lets open connections finish for up to
     --grace seconds.
 
@@ -142,13 +183,25 @@ def serve(service: str, address: str, max_conns: int, idle_timeout: float, grace
       wirekit serve http :8080                # then: curl http://127.0.0.1:8080/
       wirekit serve chargen 0.0.0.0:1900 --allow 10.0.0.0/8 --max-conns 50
       wirekit serve daytime [::1]:1300 --json
+      wirekit serve echo tls://:8443          # certificate from the local CA, on the fly
+      wirekit serve http tls://:8443 --cert site.pem --key site-key.pem
+      wirekit serve echo tls://:8443 --client-ca ca.pem --require-client-cert   # mutual TLS
     """
+    addr = parse_address(address, default_port=DEFAULT_PORT, schemes=("tcp", "udp", "tls"))
+    protocols = tuple(p.strip() for item in alpn for p in item.split(",") if p.strip())
+    tls_options = {"cert": cert, "key": key, "ca_dir": ca_dir, "client_ca": client_ca,
+                   "require_client_cert": require_client_cert, "alpn": protocols,
+                   "min_version": min_version, "max_version": max_version, "keylog": keylog}
+    if addr.scheme != "tls" and any(tls_options.values()):
+        raise UsageError(f"TLS options need a tls:// address, not {addr}")
     config = ServeConfig(
         service=get_service(service).name,
-        address=parse_address(address, default_port=DEFAULT_PORT, schemes=("tcp", "udp")),
+        address=addr,
         limits=Limits(max_conns=max_conns, idle_timeout=idle_timeout, grace=grace,
                       acl=AccessList.from_strings(allow, deny)),
         quiet=quiet, verbose=verbose, json=as_json,
+        tls={**tls_options, "handshake_timeout": handshake_timeout}
+        if addr.scheme == "tls" else None,
     )
     raise_nofile_limit()
     run(_serve(config, Reporter(config)))

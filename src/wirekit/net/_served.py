@@ -51,6 +51,7 @@ SHUTDOWN = "shutdown"
 REFUSED = "refused"
 ERROR = "error"
 DATAGRAM = "datagram"
+TLS_FAILED = "tls failed"  # the TLS handshake failed; the detail says why
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +170,8 @@ class ServedProtocol(asyncio.Protocol):
 
     seen = 0
     quiet_since = 0.0
+    # Set by a TLS listener, which admitted the peer before the handshake (tls_server.py).
+    wk_preadmitted: Any = None
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
@@ -185,6 +188,16 @@ class ServedProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         state = self.state
+        pending = self.wk_preadmitted
+        if pending is not None:  # TLS: admitted before the handshake; take its place
+            self.wk_preadmitted = None
+            state.live.discard(pending)
+            self.peer, self.started, self.admitted = pending.peer, pending.started, True
+            state.admit(self)
+            self.opened()
+            if state.closing:
+                self.draining()
+            return
         host = ""
         if state.needs_peer:
             self.peer = transport.get_extra_info("peername")

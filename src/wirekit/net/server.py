@@ -24,9 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import resource
 import socket
-from collections.abc import Awaitable, Callable
+import ssl as _ssl
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -47,6 +49,7 @@ from wirekit.net._served import (
 from wirekit.net.gate import Gate, Limits
 from wirekit.net.services import Service, get_service
 from wirekit.net.stream import Connection
+from wirekit.net.tls_server import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS, TLSListener, server_tls
 
 __all__ = ["DEFAULT_ADDRESS", "ConnectionEvent", "Server", "raise_nofile_limit", "serve"]
 
@@ -77,9 +80,11 @@ class Server:
 
     def __init__(self, state: ServerState, address: Address, *,
                  server: asyncio.AbstractServer | None = None,
-                 transport: asyncio.DatagramTransport | None = None) -> None:
+                 transport: asyncio.DatagramTransport | None = None,
+                 tls: ServerTLS | None = None) -> None:
         self._state = state
         self.address = address
+        self.tls = tls  # for tls://: the context, and the CA of an on-the-fly certificate
         self._server = server
         self._transport = transport
         self._closed = asyncio.Event()
@@ -187,19 +192,43 @@ async def serve(
     limits: Limits | None = None,
     on_event: EventCallback | None = None,
     backlog: int = BACKLOG,
+    ssl: _ssl.SSLContext | None = None,
+    cert: str | os.PathLike[str] | None = None,
+    key: str | os.PathLike[str] | None = None,
+    client_ca: str | os.PathLike[str] | None = None,
+    require_client_cert: bool = False,
+    alpn: Iterable[str] = (),
+    min_version: str | None = None,
+    max_version: str | None = None,
+    keylog: str | os.PathLike[str] | None = None,
+    ca_dir: str | os.PathLike[str] | None = None,
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
 ) -> Server:
     """Listen on ``address`` and serve a built-in service (by name) or ``handler(conn)``.
 
     ``on_event`` is called with a :class:`ConnectionEvent` for each finished connection
-    (and each refused one, and each UDP datagram).  Raises
+    (and each refused one, each failed TLS handshake, and each UDP datagram).  Raises
     :class:`~wirekit.errors.BindError` when the address cannot be bound and
     :class:`~wirekit.errors.UsageError` for an unknown service.
+
+    ``tls://`` serves TLS with wirekit's defaults: ``cert``/``key`` (PEM), or your own
+    ``ssl`` context, or neither: then a certificate for the listen address is issued from
+    the local CA in ``ca_dir`` (default: ``wirekit cert``'s; created when missing), and
+    ``server.tls.issued_by`` is the CA certificate clients should trust.  ``client_ca``
+    asks clients for a certificate issued by those roots (``require_client_cert``: refuse
+    clients without one); each refused client is a ``tls failed`` event with the reason.
     """
     limits = limits or Limits()
     if isinstance(address, str):
-        address = parse_address(address, default_port=DEFAULT_PORT, schemes=("tcp", "udp"))
-    if address.scheme not in ("tcp", "udp"):
-        raise UsageError(f"cannot serve on {address}: use tcp:// or udp://")
+        address = parse_address(address, default_port=DEFAULT_PORT,
+                                schemes=("tcp", "udp", "tls"))
+    if address.scheme not in ("tcp", "udp", "tls"):
+        raise UsageError(f"cannot serve on {address}: use tcp://, udp:// or tls://")
+    tls_given = (ssl is not None or cert is not None or key is not None or client_ca is not None
+                 or require_client_cert or bool(tuple(alpn)) or min_version is not None
+                 or max_version is not None or keylog is not None or ca_dir is not None)
+    if tls_given and address.scheme != "tls":
+        raise UsageError(f"TLS options need a tls:// address, not {address}")
     service: Service | None = None
     if isinstance(service_or_handler, str):
         service = get_service(service_or_handler)
@@ -209,6 +238,12 @@ async def serve(
     else:
         raise UsageError("serve() takes a service name or an async handler function")
 
+    tls = None
+    if address.scheme == "tls":
+        tls = server_tls(address, context=ssl, cert=cert, key=key, client_ca=client_ca,
+                         require_client_cert=require_client_cert, alpn=alpn,
+                         min_version=min_version, max_version=max_version, keylog=keylog,
+                         ca_dir=ca_dir)
     state = ServerState(name, Gate(limits), on_event, address.scheme)
     sock = await _bind(address)
     try:
@@ -232,6 +267,9 @@ async def serve(
                     or inspect.iscoroutinefunction(type(handler).__call__)):
                 raise UsageError("a serve() handler must be an async function of a connection")
             factory = lambda: _HandlerProtocol(state, handler)  # type: ignore[arg-type]  # noqa: E731
+        if tls is not None:
+            listener = TLSListener(sock, tls, state, factory, handshake_timeout)
+            return Server(state, bound, server=listener, tls=tls)  # type: ignore[arg-type]
         server = await loop.create_server(factory, sock=sock, backlog=backlog)
         return Server(state, bound, server=server)
     except BaseException:
@@ -289,8 +327,18 @@ class _HandlerProtocol(asyncio.StreamReaderProtocol):
         super().__init__(asyncio.StreamReader(limit=1 << 20, loop=state.loop), self._start,
                          loop=state.loop)
 
+    wk_preadmitted: Any = None  # set by a TLS listener (see tls_server.py)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         state = self._wk_state
+        pending = self.wk_preadmitted
+        if pending is not None:  # TLS: admitted before the handshake; take its place
+            self.wk_preadmitted = None
+            state.live.discard(pending)
+            self._wk_peer, self._wk_started, self._wk_admitted = pending.peer, pending.started, True
+            state.admit(self)
+            super().connection_made(transport)
+            return
         self._wk_peer = transport.get_extra_info("peername")
         host = self._wk_peer[0] if isinstance(self._wk_peer, tuple) else ""
         reason = "shutting down" if state.closing else state.gate.refusal(host)

@@ -51,6 +51,14 @@ class _Explaining(ssl.SSLObject):
     """An SSLObject that keeps what explains a failed handshake (see the module doc)."""
 
     _wk_certificate: bytes | None = None  # the peer's Certificate message (servers)
+    _wk_outgoing: ssl.MemoryBIO | None = None
+
+    @classmethod
+    def _create(cls, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,  # type: ignore[override]
+                *args: Any, **kwargs: Any) -> _Explaining:
+        obj = super()._create(incoming, outgoing, *args, **kwargs)  # type: ignore[misc]
+        obj._wk_outgoing = outgoing
+        return obj  # type: ignore[no-any-return]
 
     def do_handshake(self) -> None:
         try:
@@ -60,6 +68,9 @@ class _Explaining(ssl.SSLObject):
         except ssl.SSLError as exc:
             exc.wk_chain = _peer_chain(self)  # type: ignore[attr-defined]
             exc.wk_certificate_seen = self._wk_certificate is not None  # type: ignore[attr-defined]
+            if self.server_side and self._wk_outgoing is not None:
+                # The alert OpenSSL queued; the transport drops it, the TLS listener sends it.
+                exc.wk_alert = self._wk_outgoing.read()  # type: ignore[attr-defined]
             raise
 
 
@@ -189,22 +200,23 @@ def _judged(chain: list[bytes], name: str | None, ca: str | os.PathLike[str] | N
 
 def explain_server_failure(exc: BaseException, ctx: ssl.SSLContext,
                            client_ca: str | os.PathLike[str] | None) -> str:
-    """One line for the server's log: why a client's handshake failed."""
+    """Why a client's handshake failed, one line for the server's log."""
     if isinstance(exc, TimeoutError) or "taking longer" in str(exc):
-        return "TLS handshake timed out"
+        return "the handshake timed out"
     if not isinstance(exc, ssl.SSLError):
-        return f"TLS handshake failed: {exc.strerror or exc}" if isinstance(exc, OSError) \
-            else f"TLS handshake failed: {exc}"
+        if isinstance(exc, OSError):
+            return f"the connection failed during the handshake: {exc.strerror or exc}"
+        return f"{type(exc).__name__}: {exc}"
     reason = exc.reason or ""
     if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE" or (
-            wants_client_certificate(ctx) and reason == "CERTIFICATE_VERIFY_FAILED"
+            wants_client_certificate(ctx) and isinstance(exc, ssl.SSLCertVerificationError)
             and not getattr(exc, "wk_certificate_seen", True)):
-        return "no client certificate (--require-client-cert)"
+        return "no client certificate (one is required)"
     if isinstance(exc, ssl.SSLCertVerificationError):
         chain = getattr(exc, "wk_chain", None) or []
         err = _judged(chain, None, client_ca, "the client", "client", exc)
         return str(err).replace("certificate of the client not trusted: ",
                                 "client certificate not trusted: ")
     if reason in ("HTTP_REQUEST", "WRONG_VERSION_NUMBER", "UNSUPPORTED_PROTOCOL"):
-        return f"TLS handshake failed: the client does not speak TLS 1.2+ ({reason.lower()})"
-    return f"TLS handshake failed: {reason.replace('_', ' ').lower() if reason else exc}"
+        return f"the client does not speak TLS 1.2 or later ({reason.lower()})"
+    return reason.replace("_", " ").lower() if reason else str(exc)
