@@ -43,6 +43,7 @@ def sshd(address: str, state_dir: str | None, authorized_keys: str | None,
     host key's SHA256 fingerprint, which clients compare on first connection.  The host
     key is generated once and kept in the state directory.
     """
+    _need_asyncssh()
     from wirekit.ssh.server import DEFAULT_STATE_DIR, start_sshd
 
     addr = parse_address(address, default_port=2222, schemes=("tcp",))
@@ -78,3 +79,10 @@ def sshd(address: str, state_dir: str | None, authorized_keys: str | None,
         # SystemExit, not click's Exit: main() drops the code click returns for Exit
         # in standalone_mode=False (reported to the integrator).
         sys.exit(code)
+
+
+def _need_asyncssh() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("asyncssh") is None:
+        raise UsageError("wirekit sshd needs asyncssh: pip install 'wirekit[ssh]'")

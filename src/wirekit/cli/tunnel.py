@@ -78,6 +78,7 @@ def tunnel(target: str, local: tuple[str, ...], remote: tuple[str, ...],
     back on the same local ports; authentication and host-key failures exit 1 at once.
     Ctrl-C or SIGTERM stops within 2 seconds.
     """
+    _need_asyncssh()
     from wirekit.ssh.connect import SSHOptions
     from wirekit.ssh.spec import SSHTarget, parse_target
     from wirekit.ssh.tunnel import Tunnel, TunnelEvent
@@ -120,6 +121,11 @@ def tunnel(target: str, local: tuple[str, ...], remote: tuple[str, ...],
 
     t = Tunnel(parsed, local=local, remote=remote, dynamic=dynamic, options=options,
                reconnect=not no_reconnect, on_event=None if quiet else on_event)
+    for fwd in t.forwards:
+        if fwd.kind != "R" and not quiet and not _is_loopback(fwd.bind_host):
+            click.echo(f"warning: -{fwd.kind} {fwd.spec} listens on a non-loopback address: "
+                       "anyone who can reach it can use the tunnel, unencrypted up to here",
+                       err=True)
     code = run(_serve(t))
     if stats and not quiet:
         s = t.stats
@@ -205,3 +211,19 @@ async def _serve(t) -> int:  # type: ignore[no-untyped-def]
 
 def _stop_code(stop: stop_signals) -> int:
     return 130 if stop.signum == signal.SIGINT else 0
+
+
+def _need_asyncssh() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("asyncssh") is None:
+        raise UsageError("wirekit tunnel needs asyncssh: pip install 'wirekit[ssh]'")
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() in ("localhost", "localhost.")
