@@ -130,7 +130,8 @@ async def _open_tls(sock: socket.socket, client: Any, host: str,
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         reader, writer = await asyncio.open_connection(
-            sock=sock, ssl=client.context, server_hostname=client.server_hostname,
+            # "" tells asyncio "no name" (it insists on one otherwise)
+            sock=sock, ssl=client.context, server_hostname=client.server_hostname or "",
             limit=STREAM_LIMIT)
     except _ssl.SSLError as exc:
         explained = explain_client_failure(exc, client, where)
@@ -140,7 +141,7 @@ async def _open_tls(sock: socket.socket, client: Any, host: str,
     try:
         check_name_after(client, writer.get_extra_info("ssl_object"), where)
     except BaseException:
-        writer.close()
+        writer.transport.abort()  # at once: the caller closes the socket next
         raise
     return reader, writer
 

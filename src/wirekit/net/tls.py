@@ -217,6 +217,10 @@ def explain_server_failure(exc: BaseException, ctx: ssl.SSLContext,
         err = _judged(chain, None, client_ca, "the client", "client", exc)
         return str(err).replace("certificate of the client not trusted: ",
                                 "client certificate not trusted: ")
-    if reason in ("HTTP_REQUEST", "WRONG_VERSION_NUMBER", "UNSUPPORTED_PROTOCOL"):
-        return f"the client does not speak TLS 1.2 or later ({reason.lower()})"
+    if reason == "HTTP_REQUEST":
+        return "the client sent a plain HTTP request, not TLS"
+    if reason == "WRONG_VERSION_NUMBER":
+        return "the client does not speak TLS (wrong version number)"
+    if reason in ("UNSUPPORTED_PROTOCOL", "VERSION_TOO_LOW", "NO_PROTOCOLS_AVAILABLE"):
+        return f"no TLS version in common with the client ({reason.replace('_', ' ').lower()})"
     return reason.replace("_", " ").lower() if reason else str(exc)
