@@ -446,9 +446,10 @@ def test_cli_lines_and_json(sshd: Sshd, wirekit_proc: Callable[..., WirekitProce
 def test_cli_reconnects_on_the_same_port(sshd: Sshd, wirekit_proc: Callable[..., WirekitProcess],
                                          echo_port: int) -> None:
     p = wirekit_proc(*tunnel_args(sshd, "-L", f"0:127.0.0.1:{echo_port}", "--keepalive", "0.5",
-                                  "--keepalive-count", "2"))
+                                  "--keepalive-count", "2", "-R", f"0:127.0.0.1:{echo_port}"))
     port = int(p.wait_line(r"forwarding 127\.0\.0\.1:(\d+) ->").group(1))
-    assert can_connect(port)
+    remote = int(p.wait_line(r"forwarding remote 127\.0\.0\.1:(\d+) ->").group(1))
+    assert can_connect(port) and can_connect(remote)
     sshd.kill()
     p.wait_line(r"connection to ssh://\S+ lost: .*reconnecting", timeout=5)
     assert not can_connect(port)  # down: the local port still accepts but nothing gets through
@@ -456,6 +457,10 @@ def test_cli_reconnects_on_the_same_port(sshd: Sshd, wirekit_proc: Callable[...,
     wait_for(lambda: can_connect(port), timeout=5, what="a connection through the same port")
     p.wait_line(r"^reconnected to ssh://")
     assert p.proc.poll() is None
+    # the -R forward is requested again, on the port the server gave the first time
+    wait_for(lambda: sum(f"forwarding remote 127.0.0.1:{remote} " in line
+                         for line in p.stderr_lines) == 2, 5, "the -R forward back")
+    assert can_connect(remote)
 
 
 def test_cli_keepalive_notices_a_frozen_server(sshd: Sshd,
