@@ -16,12 +16,13 @@ SECTION_TIMEOUT = 30.0
 
 def _sections() -> list[tuple[str, Section]]:
     # Imported here so each section's dependencies load only when the tour runs.
-    from wirekit.tour import basics
+    from wirekit.tour import basics, tls
 
     return [
         ("TCP: the time server and its client", basics.tcp_time),
         ("HTTP: a raw GET / HTTP/1.0", basics.raw_http),
         ("UDP: datagrams, no connection", basics.udp_time),
+        ("TLS: a CA, a TLS time server, the chain, the handshake, a refusal", tls.tls_time),
     ]
 
 
