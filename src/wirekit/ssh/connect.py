@@ -80,6 +80,10 @@ class Session:
         for hop in reversed(self.hops):
             hop.close()
 
+    def abort(self) -> None:
+        for c in (self.conn, *self.hops):
+            c.abort()
+
     async def wait_closed(self, timeout: float = 1.0) -> None:
         conns = [self.conn, *self.hops]
         try:

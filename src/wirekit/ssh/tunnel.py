@@ -47,6 +47,7 @@ __all__ = ["Tunnel", "TunnelEvent", "tunnel"]
 BACKOFF_START = 0.5
 BACKOFF_CAP = 30.0
 CLOSE_TIMEOUT = 1.0
+KICK_MIN_INTERVAL = 0.25
 HANDSHAKE_TIMEOUT = 10.0
 CHANNEL_WINDOW = 2 * 1024 * 1024
 CHANNEL_PACKET = 32768
@@ -183,10 +184,16 @@ class Tunnel:
         waits: list[Any] = [*self._tasks]
         if self._supervisor is not None and self._supervisor is not asyncio.current_task():
             waits.append(self._supervisor)
-        if waits:
-            await asyncio.wait(waits, timeout=CLOSE_TIMEOUT)
+        closer = None
         if session is not None:
-            await session.wait_closed(CLOSE_TIMEOUT)
+            closer = asyncio.ensure_future(session.wait_closed(CLOSE_TIMEOUT))
+            waits.append(closer)
+        if waits:  # one deadline for everything: Ctrl-C must end the process within 2 s
+            await asyncio.wait(waits, timeout=CLOSE_TIMEOUT)
+        if closer is not None and not closer.done():
+            closer.cancel()
+        if session is not None:
+            session.abort()
         self._failed.set()
 
     async def __aenter__(self) -> Tunnel:
@@ -445,6 +452,7 @@ class Tunnel:
         attempt = 0
         while not self._closing:
             attempt += 1
+            self._kick.clear()  # a connection arriving from now on asks for an early retry
             try:
                 return await open_session(self.target, self.options)
             except (AuthError, HostKeyError) as exc:
@@ -453,9 +461,13 @@ class Tunnel:
             except WirekitError as exc:
                 self._emit("retry", f"reconnect attempt {attempt} failed: {exc}; next in "
                                     f"{delay:g}s", attempt=attempt, reason=str(exc))
-            self._kick.clear()
+            started = asyncio.get_running_loop().time()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), delay)
+            # kicked early: still leave a little room so a stream of clients cannot spin us
+            spent = asyncio.get_running_loop().time() - started
+            if spent < min(delay, KICK_MIN_INTERVAL):
+                await asyncio.sleep(min(delay, KICK_MIN_INTERVAL) - spent)
             delay = min(delay * 2, BACKOFF_CAP)
         return None
 
