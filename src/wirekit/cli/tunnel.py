@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 import click
 
@@ -144,7 +145,7 @@ def tunnel(target: str, local: tuple[str, ...], remote: tuple[str, ...],
         sys.exit(code)
 
 
-def _prompt():  # type: ignore[no-untyped-def]
+def _prompt() -> Callable[[str], str | None]:
     """Ask for the password on the terminal (stdin, echo off; the prompt on stderr), once."""
     lock = threading.Lock()
     cached: list[str] = []

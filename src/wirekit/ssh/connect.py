@@ -109,6 +109,11 @@ class _Client(asyncssh.SSHClient):
         return self._prompt() if self._prompt is not None else None
 
 
+def _remember(clients: list[_Client], client: _Client) -> _Client:
+    clients.append(client)
+    return client
+
+
 def _load_keys(options: SSHOptions, host: HostConfig) -> list[Any] | tuple[()]:
     keys: list[Any] = []
     for path in options.identity_files:
@@ -158,7 +163,7 @@ async def _connect_one(host: HostConfig, options: SSHOptions,
     kwargs: dict[str, Any] = {
         "username": host.user,
         "known_hosts": policy.load(),
-        "client_factory": lambda: clients.append(_Client(policy, prompt)) or clients[-1],
+        "client_factory": lambda: _remember(clients, _Client(policy, prompt)),
         "client_keys": keys,
         "agent_path": () if options.agent else None,
         "keepalive_interval": options.keepalive,
@@ -252,7 +257,7 @@ def _ack_quickly(conn: asyncssh.SSHClientConnection) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
 
-    conn.data_received = data_received  # type: ignore[method-assign]
+    conn.data_received = data_received  # type: ignore[method-assign,assignment]
     transport.set_protocol(conn)  # type: ignore[union-attr]
 
 

@@ -109,8 +109,7 @@ class SocketEnd(asyncio.Protocol):
         self.on_data = None
         if self.prelude and self.transport is not None:
             self.transport.write(self.prelude)
-            self.label: str | None = None  # "peer -> target" once the channel is open
-        self.prelude = b""
+            self.prelude = b""
         early, self._early = b"".join(self._early), []
         if early:
             self.stats.sent += len(early)
