@@ -209,6 +209,7 @@ def connect(*args: str, input: bytes = b"") -> subprocess.CompletedProcess[bytes
 def test_cli_serve_on_the_fly_and_connect(wirekit_proc, tmp_path: Path) -> None:
     server = wirekit_proc("serve", "daytime", "tls://:0", "--ca-dir", str(tmp_path / "ca"))
     _, _, port = server.listening()
+    server.wait_line(r"created a local CA in ")
     m = server.wait_line(r"issued by the local CA (\S+); clients trust it with: --ca (\S+)")
     ca = m.group(2)
     assert Path(ca) == (tmp_path / "ca" / "ca.pem").resolve()

@@ -293,7 +293,7 @@ def connect(
     session is interactive: type a line, see the reply.
     """
     addr = parse_address(address, schemes=("tcp", "udp", "tls"))
-    tls = TLSOptions(ca, insecure, cert, key, sni, no_sni,
+    tls: TLSOptions | None = TLSOptions(ca, insecure, cert, key, sni, no_sni,
                      tuple(p.strip() for item in alpn for p in item.split(",") if p.strip()),
                      min_version, max_version, keylog)
     if addr.scheme != "tls":

@@ -96,6 +96,9 @@ async def _serve(config: ServeConfig, reporter: Reporter) -> None:
         # The one line scripts and tests wait for, even with -q (port 0 needs it).
         click.echo(f"wirekit serve {server.service}: listening on {server.address}", err=True)
         if issued_by is not None and server.tls is not None:
+            if server.tls.created_ca:
+                reporter.status(f"created a local CA in {issued_by.parent} (as wirekit cert "
+                                "init does); its key never leaves that directory")
             reporter.status(f"certificate for {', '.join(server.tls.names)} issued by the local "
                             f"CA {issued_by}; clients trust it with: --ca {issued_by}")
         if not server.address.is_loopback and server.tls is None:

@@ -54,7 +54,7 @@ class _Explaining(ssl.SSLObject):
     _wk_outgoing: ssl.MemoryBIO | None = None
 
     @classmethod
-    def _create(cls, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,  # type: ignore[override]
+    def _create(cls, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,
                 *args: Any, **kwargs: Any) -> _Explaining:
         obj = super()._create(incoming, outgoing, *args, **kwargs)  # type: ignore[misc]
         obj._wk_outgoing = outgoing

@@ -57,6 +57,7 @@ class ServerTLS:
     client_ca: str | os.PathLike[str] | None = None
     issued_by: Path | None = None  # the CA certificate to --ca, when wirekit issued the cert
     names: tuple[str, ...] = ()  # the names in that certificate
+    created_ca: bool = False  # that CA did not exist and was made for this listener
 
 
 def certificate_names(address: Address) -> list[str]:
@@ -105,17 +106,19 @@ def server_tls(
     from wirekit.tls.certs import LocalCA, default_ca_dir
 
     directory = Path(ca_dir) if ca_dir is not None else default_ca_dir()
+    created = False
     try:
         ca = LocalCA.open(directory)
     except UsageError:  # no CA yet: make one, as `wirekit cert init` would
         ca = LocalCA.init(directory)
+        created = True
     names = certificate_names(address)
     with tempfile.TemporaryDirectory(prefix="wirekit-serve-") as tmp:
         issued = ca.issue(names, Path(tmp) / "serve")
         ctx = server_context(cert=issued.cert_path, key=issued.key_path,
                              **options)  # type: ignore[arg-type]
     prepare_context(ctx, record_peer_certificate=wants_client_certificate(ctx))
-    return ServerTLS(ctx, client_ca, ca.cert_path.resolve(), tuple(names))
+    return ServerTLS(ctx, client_ca, ca.cert_path.resolve(), tuple(names), created)
 
 
 class _Handshaking:
