@@ -7,6 +7,7 @@ for the client so that FIN and RST can be told apart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
@@ -247,6 +248,32 @@ def test_client_gone_while_connecting(loop_name: str) -> None:
         rst(client)
         await wait_until(lambda: events)
         assert fwd.open == 0
+        await fwd.aclose()
+        target.close()
+
+    run_on(loop_name, scenario)
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_idle_timeout_ends_a_pair_stuck_on_a_target_that_never_reads(loop_name: str) -> None:
+    async def scenario() -> None:
+        target = Target()
+        events: list[ConnectionEnded] = []
+        fwd = await forward(":0", f"127.0.0.1:{target.port}", on_event=events.append,
+                            limits=Limits(idle_timeout=0.3))
+        loop = asyncio.get_running_loop()
+        client = await sock_client(fwd.address.port)
+        conn = await target.accept()  # ... and never read from
+        block = b"x" * (1 << 20)
+        # Fill every buffer until the sender stalls; the idle timer may already fire (and
+        # reset this client) while it is stalled, which is what it should do.
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            for _ in range(64):
+                await asyncio.wait_for(loop.sock_sendall(client, block), 0.2)
+        client.close()  # the relay cannot flush what it holds: only the idle timer ends it
+        await wait_until(lambda: events, 20)
+        assert events[0].reason == "idle" and fwd.open == 0
+        conn.close()
         await fwd.aclose()
         target.close()
 

@@ -238,7 +238,11 @@ class Relay:
             self._finish()
 
     def close(self, reason: str, *, reset: bool = False) -> None:
-        """End the relay from outside (idle timeout, shutdown)."""
+        """End the relay from outside (idle timeout, shutdown).
+
+        A transport already closing (waiting to flush to a peer that does not read) is
+        reset: a second close must not wait again.
+        """
         if self._done:
             return
         if not self.reason:
@@ -246,7 +250,7 @@ class Relay:
         for end in (self._client, self._target):
             t = end.transport
             if t is not None and not end.lost:
-                if reset:
+                if reset or t.is_closing():
                     reset_transport(t)
                 else:
                     t.close()
