@@ -26,7 +26,10 @@ from wirekit.errors import (
 from wirekit.net._errors import connect_errors
 from wirekit.ssh.config import HostConfig, resolve_host
 from wirekit.ssh.hostkeys import DEFAULT_KNOWN_HOSTS, HostKeyPolicy
+from wirekit.ssh.quietlog import install as _install_quiet_logging
 from wirekit.ssh.spec import SSHTarget
+
+_install_quiet_logging()
 
 __all__ = ["SSHOptions", "Session", "open_session"]
 
