@@ -43,5 +43,5 @@ def install() -> None:
         if logger._debug_level >= 3 and logger.isEnabledFor(logging.DEBUG):
             log_packet(self, *args)
 
-    SSHLogger.log = quiet_log  # type: ignore[method-assign,assignment]
+    SSHLogger.log = quiet_log  # type: ignore[method-assign]
     SSHPacketLogger._log_packet = quiet_log_packet  # type: ignore[method-assign,assignment]
