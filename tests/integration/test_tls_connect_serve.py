@@ -284,3 +284,16 @@ def test_cli_keylog(wirekit_proc, pki: PKI, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     wait_for(lambda: keylog.exists() and b"CLIENT_TRAFFIC_SECRET_0" in keylog.read_bytes())
     assert keylog.stat().st_mode & 0o777 == 0o600
+
+
+def test_cli_stdin_end_keeps_reading_until_wait(wirekit_proc, pki: PKI) -> None:
+    """TLS has no half-close to send at the end of stdin: the session keeps reading (like
+    openssl s_client -quiet) and ends after --wait quiet seconds, or when the server closes."""
+    cert, key = pki.server
+    server = wirekit_proc("serve", "echo", "tls://:0", "--cert", str(cert), "--key", str(key))
+    _, _, port = server.listening()
+    result = connect(f"tls://localhost:{port}", "--ca", str(pki.ca), "--wait", "0.5", "-v",
+                     input=b"line one\nline two\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"line one\nline two\n"
+    assert "closed (idle)" in result.stderr.decode()
