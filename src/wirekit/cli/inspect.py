@@ -80,7 +80,10 @@ def run_inspect(config: InspectConfig) -> None:
         if follow is not None:
             doc["follow"] = render.follow_json(follow)
         # Compact unless a person is reading: the C encoder is ~10x faster than indent=2.
-        out.write(json.dumps(doc, indent=2 if out.isatty() else None))
+        if out.isatty():
+            out.write(json.dumps(doc, indent=2))
+        else:
+            out.write(json.dumps(doc, separators=(",", ":")))
         out.write("\n")
     elif follow is not None:
         out.write(render.follow_text(follow, as_hex=config.hex) + "\n")

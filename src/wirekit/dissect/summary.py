@@ -41,6 +41,8 @@ _U32BE = struct.Struct("!I").unpack_from
 _V6EXT = frozenset({0, 43, 44, 60, 51, 135, 139, 140})
 _V6FAMILIES = frozenset({10, 24, 28, 30})
 _PROGRESS_EVERY = 1 << 16
+_MASK = 0xFFFFFFFF
+_HALF = 1 << 31
 
 
 class Summary:
@@ -222,6 +224,17 @@ class Summary:
                         conv.last_ns = ts
                         conv.packets[d] += 1
                         conv.bytes[d] += orig
+                    elif (not flags & 0x07 and conv.state == 7 and plen > 0 and (
+                            conv.reasm is None or not (conv.follow or
+                                                       conv.kept[d] < conv.app_limit))
+                            and conv.nxt[d] is not None
+                            and 0 < ((seq + plen - conv.nxt[d]) & _MASK) < _HALF):
+                        # New data on an established connection whose payload is not
+                        # wanted: counters and the highest sequence number only.
+                        conv.last_ns = ts
+                        conv.packets[d] += 1
+                        conv.bytes[d] += orig
+                        conv.nxt[d] = (seq + plen) & _MASK
                     else:
                         if plen < 0:
                             plen = 0
