@@ -295,10 +295,10 @@ class Tunnel:
         if socks is not None:
             end.prelude = socks.reply(True)
         try:
-            await asyncio.wait_for(session.conn.create_connection(
-                lambda: ChannelEnd(end), host, port, end.peername[0], end.peername[1],
-                window=CHANNEL_WINDOW, max_pktsize=CHANNEL_PACKET,
-            ), self.options.connect_timeout)
+            async with asyncio.timeout(self.options.connect_timeout):  # no extra task
+                await session.conn.create_connection(
+                    lambda: ChannelEnd(end), host, port, end.peername[0], end.peername[1],
+                    window=CHANNEL_WINDOW, max_pktsize=CHANNEL_PACKET)
         except (asyncssh.ChannelOpenError, asyncssh.Error, OSError, TimeoutError) as exc:
             reason = _open_reason(exc)
             self.stats.refused += 1
@@ -392,9 +392,8 @@ class Tunnel:
         end = SocketEnd(self._on_closed)
         try:
             with connect_errors(fwd.host, fwd.host_port, self.options.connect_timeout):
-                await asyncio.wait_for(loop.create_connection(lambda: end, fwd.host,
-                                                              fwd.host_port),
-                                       self.options.connect_timeout)
+                async with asyncio.timeout(self.options.connect_timeout):
+                    await loop.create_connection(lambda: end, fwd.host, fwd.host_port)
         except WirekitError as exc:
             self.stats.refused += 1
             self._emit("refused", f"{peer} -> {target}: {exc}", peer=peer, target=target,
