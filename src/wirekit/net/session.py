@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wirekit.errors import ConnectionReset, NoReply, ReadTimeout, UsageError
+from wirekit.errors import ConnectionReset, NoReply, ReadTimeout, TLSError, UsageError
 from wirekit.net.stdio import CHUNK, FdReader
 from wirekit.net.stream import Connection
 from wirekit.net.udp import MAX_DATAGRAM, UDPClient, no_reply_message
@@ -155,7 +155,15 @@ async def tcp_session(
         if prompt is not None:
             out_task.cancel()  # a person is waiting: the peer hung up, so are we
 
-    await _pair(pump_out(), pump_in)
+    try:
+        await _pair(pump_out(), pump_in)
+    except TLSError as exc:  # e.g. a TLS 1.3 server refusing our client certificate
+        from wirekit.net.tls import explain_alert
+
+        explained = explain_alert(exc)
+        if explained is exc:
+            raise
+        raise explained from exc
     if write_failure is not None and ended != "peer closed":
         raise write_failure
     return SessionResult(conn.bytes_sent, conn.bytes_received, time.monotonic() - start, ended)

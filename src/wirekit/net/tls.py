@@ -38,6 +38,7 @@ from wirekit.tls.context import client_context, server_hostname
 __all__ = [
     "ClientTLS",
     "client_tls",
+    "explain_alert",
     "explain_client_failure",
     "explain_server_failure",
     "prepare_context",
@@ -193,6 +194,34 @@ def _judged(chain: list[bytes], name: str | None, ca: str | os.PathLike[str] | N
             return certificate_error(check, where)
     # Our checks found nothing OpenSSL did (or there was no chain): say what OpenSSL said.
     return CertificateError(f"certificate of {where} not trusted: {openssl}")
+
+
+# Alerts a server sends after a TLS 1.3 client finished its handshake (so they arrive with
+# the first read): what they mean for the client, in words.
+_ALERTS = {
+    "CERTIFICATE_REQUIRED": "the server requires a client certificate (give --cert/--key)",
+    "CERTIFICATE_EXPIRED": "the server refused our client certificate: it has expired",
+    "UNKNOWN_CA": "the server refused our client certificate: it does not trust its issuer",
+    "BAD_CERTIFICATE": "the server refused our client certificate (bad certificate)",
+    "UNSUPPORTED_CERTIFICATE": "the server refused our client certificate (unsupported)",
+    "CERTIFICATE_REVOKED": "the server refused our client certificate: it is revoked",
+    "ACCESS_DENIED": "the server denied access",
+}
+
+
+def explain_alert(exc: TLSError) -> TLSError:
+    """``exc`` reworded when it carries a TLS alert from the peer (else ``exc`` itself)."""
+    cause = exc.__cause__
+    # The ssl module's reason, e.g. TLSV13_ALERT_CERTIFICATE_REQUIRED, which io_errors also
+    # put at the end of the message (the cause may have been dropped on the way up).
+    reason = getattr(cause, "reason", None) or str(exc).rsplit(": ", 1)[-1]
+    if "ALERT_" not in reason or not reason.replace("_", "").isalnum():
+        return exc
+    alert = reason.split("ALERT_", 1)[1]
+    text = _ALERTS.get(alert, f"the peer sent the alert {alert.replace('_', ' ').lower()}")
+    host, port = getattr(exc, "host", ""), getattr(exc, "port", 0)
+    where = f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return TLSError(f"TLS error with {where}: {text}", host=host, port=port)
 
 
 # -- server -----------------------------------------------------------------------------
