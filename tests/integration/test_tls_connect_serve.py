@@ -302,3 +302,43 @@ def test_cli_stdin_end_keeps_reading_until_wait(wirekit_proc, pki: PKI) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"line one\nline two\n"
     assert "closed (idle)" in result.stderr.decode()
+
+
+async def test_library_silent_client_times_out_and_shutdown_aborts_handshakes(pki: PKI) -> None:
+    """A peer that never sends a ClientHello: the handshake timeout ends it with a reason;
+    one still handshaking at shutdown is aborted after the grace period."""
+    events: list[ConnectionEvent] = []
+    cert, key = pki.server
+    server = await wirekit.serve("echo", "tls://127.0.0.1:0", cert=cert, key=key,
+                                 handshake_timeout=0.3, on_event=events.append)
+    port = server.address.port
+    _, w1 = await asyncio.open_connection("127.0.0.1", port)  # plain TCP, says nothing
+    await asyncio.wait_for(_until(lambda: bool(events)), 10)
+    assert (events[0].ended, events[0].detail) == ("tls failed", "the handshake timed out")
+    assert server.active == 0
+    slow = await wirekit.serve("echo", "tls://127.0.0.1:0", cert=cert, key=key,
+                               on_event=events.append)
+    _, w2 = await asyncio.open_connection("127.0.0.1", slow.address.port)
+    await asyncio.wait_for(_until(lambda: slow.active == 1), 10)  # admitted, handshaking
+    await asyncio.wait_for(slow.aclose(grace=0.1), 10)
+    assert events[-1].ended == "shutdown" and slow.active == 0
+    await server.aclose()
+    for w in (w1, w2):
+        w.close()
+
+
+async def test_library_max_conns_counts_handshakes_in_progress(pki: PKI) -> None:
+    from wirekit.net.gate import Limits
+
+    events: list[ConnectionEvent] = []
+    cert, key = pki.server
+    async with await wirekit.serve("echo", "tls://127.0.0.1:0", cert=cert, key=key,
+                                   limits=Limits(max_conns=1), on_event=events.append) as server:
+        _, silent = await asyncio.open_connection("127.0.0.1", server.address.port)
+        await asyncio.wait_for(_until(lambda: server.active == 1), 10)
+        with pytest.raises(wirekit.errors.NetError):  # refused before any TLS
+            await wirekit.connect(f"tls://localhost:{server.address.port}", ca=pki.ca,
+                                  timeout=5)
+        await asyncio.wait_for(_until(lambda: bool(events)), 10)
+        assert (events[0].ended, events[0].detail) == ("refused", "at --max-conns 1")
+        silent.close()
