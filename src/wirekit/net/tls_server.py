@@ -180,9 +180,7 @@ class TLSListener:
                 conn.close()
                 state.refused(peer, reason)
                 continue
-            conn.setblocking(False)
-            with contextlib.suppress(OSError):
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.setblocking(False)  # (both loops' transports set TCP_NODELAY themselves)
             pending = _Handshaking(peer, self._loop.time())
             state.admit(pending)
             task = self._loop.create_task(self._handshake(conn, pending))
