@@ -28,5 +28,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# Coverage-guided fuzzing of every parser (atheris); not part of CI.
+fuzz: $(STAMP)
+	$(BIN)/pip install -q atheris
+	set -e; for h in fuzz/fuzz_*.py; do $(BIN)/python $$h -max_total_time=$${FUZZ_SECONDS:-60} -rss_limit_mb=2048; done
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
