@@ -45,7 +45,7 @@ __all__ = [
     "wants_client_certificate",
 ]
 
-_HANDSHAKE, _CERTIFICATE = 22, 11
+_HANDSHAKE, _CERTIFICATE = 22, b"\x0b"
 
 
 class _Explaining(ssl.SSLObject):
@@ -73,6 +73,7 @@ class _Explaining(ssl.SSLObject):
                 # The alert OpenSSL queued; the transport drops it, the TLS listener sends it.
                 exc.wk_alert = self._wk_outgoing.read()  # type: ignore[attr-defined]
             raise
+        self._wk_certificate = None  # verified: no longer needed (memory per connection)
 
 
 def _peer_chain(obj: _Explaining) -> list[bytes]:
@@ -95,7 +96,7 @@ def _peer_chain(obj: _Explaining) -> list[bytes]:
 
 def _record_certificate(conn: Any, direction: str, version: Any, content_type: int,
                         msg_type: Any, data: bytes) -> None:
-    if content_type == _HANDSHAKE and direction == "read" and data[:1] == b"\x0b":
+    if content_type == _HANDSHAKE and direction == "read" and data[:1] == _CERTIFICATE:
         conn._wk_certificate = bytes(data)
 
 
