@@ -129,13 +129,19 @@ def pss_kib(pid: int) -> int:
 
 
 # -- measurements ------------------------------------------------------------------------------
-def iperf(port: int, duration: float) -> float:
-    out = subprocess.run(["iperf3", "-c", HOST, "-p", str(port), "-t", f"{duration:g}", "-J"],
-                         capture_output=True, text=True, timeout=duration + 30)
-    data = json.loads(out.stdout)
-    if "error" in data:
-        raise RuntimeError(data["error"])
-    return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
+def iperf(port: int, duration: float, attempts: int = 3) -> float:
+    """iperf3 client through ``port``; retried (the server can still be busy with the
+    readiness probe's aborted session)."""
+    error = ""
+    for _ in range(attempts):
+        out = subprocess.run(["iperf3", "-c", HOST, "-p", str(port), "-t", f"{duration:g}",
+                              "-J"], capture_output=True, text=True, timeout=duration + 30)
+        data = json.loads(out.stdout)
+        if "error" not in data:
+            return float(data["end"]["sum_received"]["bits_per_second"]) / 1e9
+        error = data["error"]
+        time.sleep(0.5)
+    raise RuntimeError(f"iperf3 through port {port}: {error}")
 
 
 def pingpong(port: int, size: int, count: int) -> list[float]:

@@ -105,6 +105,10 @@ class SocketEnd(asyncio.Protocol):
 
     # used by the peer
     def attach(self, peer: ChannelEnd) -> None:
+        if self.stats.closed:  # the client left while the channel was opening
+            peer.peer = None
+            peer.close()
+            return
         self.peer = peer
         self.on_data = None
         if self.prelude and self.transport is not None:
