@@ -342,3 +342,32 @@ async def test_library_max_conns_counts_handshakes_in_progress(pki: PKI) -> None
         await asyncio.wait_for(_until(lambda: bool(events)), 10)
         assert (events[0].ended, events[0].detail) == ("refused", "at --max-conns 1")
         silent.close()
+
+
+def test_sync_remote_speaks_tls(pki: PKI) -> None:
+    """wirekit.Remote (the blocking API) takes the same TLS options as connect()."""
+    import threading
+
+    from wirekit.net.runtime import run
+
+    ready, stop, box = threading.Event(), threading.Event(), {}
+
+    async def serve_until_stopped() -> None:
+        server = await wirekit.serve("echo", "tls://127.0.0.1:0", cert=pki.server[0],
+                                     key=pki.server[1])
+        box["port"] = server.address.port
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+        await server.aclose()
+
+    thread = threading.Thread(target=run, args=(serve_until_stopped(),))
+    thread.start()
+    try:
+        assert ready.wait(10)
+        with wirekit.Remote(f"tls://localhost:{box['port']}", ca=pki.ca) as remote:
+            remote.sendline("blocking over tls")
+            assert remote.recvline() == b"blocking over tls\n"
+    finally:
+        stop.set()
+        thread.join(10)
