@@ -2,21 +2,21 @@
 
 Theory of operation
 -------------------
-The socket is created with protocol 0, which receives nothing, so the filter and the 4 MiB
-receive buffer are in place before ``bind`` to ``ETH_P_ALL`` starts the flow: no packet
-slips in unfiltered.  The BPF program (``wirekit.capture.bpf``) runs in the kernel; on a
-loopback interface it also rejects ``PACKET_OUTGOING``, the copy of each packet taken as it
-leaves (the same packet passes the tap again as it arrives).  The filter's accept value is
-the snap length, so the kernel truncates; the original length comes back with each packet
-in ``PACKET_AUXDATA`` and the kernel's receive time in ``SO_TIMESTAMPNS``, both as
-ancillary data of ``recvmsg``.
+The socket is created with protocol 0, which receives nothing, so the filter and the
+4 MiB TPACKET_V3 receive ring (``wirekit.capture.ring``) are in place before ``bind`` to
+``ETH_P_ALL`` starts the flow: no packet slips in unfiltered.  The BPF program
+(``wirekit.capture.bpf``) runs in the kernel; on a loopback interface it also rejects
+``PACKET_OUTGOING``, the copy of each packet taken as it leaves (the same packet passes the
+tap again as it arrives; the ring's per-packet ``sll_pkttype`` is checked again here).  The
+filter's accept value is the snap length, so the kernel truncates; each ring entry carries
+the original length and the kernel's receive time in nanoseconds.
 
 The loop waits in ``poll`` (at most 0.1 s, so a stop request, ``--duration`` or a signal
-is noticed promptly), then drains whatever is queued without blocking, up to a batch, and
-appends the Enhanced Packet Blocks of the batch to the file with one ``write`` of whole
-blocks: a process killed at any moment leaves a file that reads cleanly up to its last
-block.  At the end ``PACKET_STATISTICS`` gives the kernel's counts (packets that passed the
-filter, and those dropped for want of buffer space), as tcpdump reports them.
+is noticed promptly), then reads the blocks the kernel has handed over, and appends their
+Enhanced Packet Blocks to the file with one ``write`` of whole blocks: a process killed at
+any moment leaves a file that reads cleanly up to its last block.  At the end
+``PACKET_STATISTICS`` gives the kernel's counts (packets that passed the filter, and those
+dropped because the ring was full), as tcpdump reports them.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wirekit.capture import bpf
+from wirekit.capture.ring import Ring
 from wirekit.errors import NetError, UsageError
 from wirekit.pcapng.blocks import LINKTYPE_ETHERNET
 from wirekit.pcapng.writer import PcapngWriter
@@ -41,21 +42,15 @@ __all__ = ["CaptureConfig", "CaptureStats", "CapturedPacket", "Sniffer", "captur
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
-PACKET_AUXDATA = 8
 PACKET_STATISTICS = 6
 PACKET_OUTGOING = 4
 SO_ATTACH_FILTER = 26
-SO_RCVBUFFORCE = 33
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 ARPHRD_LOOPBACK = 772
 LINKTYPE_RAW = 101
 # ARPHRD -> pcapng link type for what a SOCK_RAW packet socket returns on that device.
 _LINKTYPES = {1: LINKTYPE_ETHERNET, ARPHRD_LOOPBACK: LINKTYPE_ETHERNET,
               65534: LINKTYPE_RAW, 768: LINKTYPE_RAW, 776: LINKTYPE_RAW, 778: LINKTYPE_RAW}
-_AUXDATA = struct.Struct("=IIIHHHH")  # struct tpacket_auxdata
-_TIMESPEC = struct.Struct("=qq")
 _STATS = struct.Struct("=II")  # struct tpacket_stats
-_BATCH = 512
 _POLL_MS = 100
 
 
@@ -87,7 +82,7 @@ class CaptureStats:
     packets: int  # written to the file
     kernel_received: int  # passed the kernel filter (including those dropped)
     kernel_dropped: int  # dropped by the kernel: the receive buffer was full
-    buffer_size: int  # the receive buffer the kernel granted
+    buffer_size: int  # bytes of the receive ring
     duration: float  # seconds
 
     def as_json(self) -> dict[str, object]:
@@ -157,12 +152,7 @@ class Sniffer:
         holder = ctypes.create_string_buffer(code, len(code))
         fprog = struct.pack("@HP", length, ctypes.addressof(holder))
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer_size)
-        except PermissionError:  # no CAP_NET_ADMIN: capped at net.core.rmem_max
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        self.ring = Ring(sock, size=buffer_size)
         try:
             sock.bind((self.interface, ETH_P_ALL))
         except OSError as exc:
@@ -171,7 +161,8 @@ class Sniffer:
 
     @property
     def buffer_size(self) -> int:
-        return int(self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+        """Bytes of the receive ring (packets wait here; full means kernel drops)."""
+        return self.ring.size
 
     def kernel_stats(self) -> tuple[int, int]:
         """``(received, dropped)`` since the socket opened (the kernel resets on read, so
@@ -183,6 +174,9 @@ class Sniffer:
         return self._received, self._dropped
 
     def close(self) -> None:
+        ring = getattr(self, "ring", None)
+        if ring is not None:
+            ring.close()
         self.sock.close()
 
     def __enter__(self) -> Sniffer:
@@ -268,46 +262,31 @@ def _drain(sniffer: Sniffer, fd: int, config: CaptureConfig, pending: _Pending,
            writer: PcapngWriter, on_packet: Callable[[CapturedPacket], None] | None,
            should_stop: Callable[[], bool]) -> int:
     write_packet = writer.write_packet
-    sock = sniffer.sock
-    recv = sock.recvmsg_into
-    buf = bytearray(config.snaplen)
-    view = memoryview(buf)
-    bufs = [view]
-    ancsize = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(_AUXDATA.size)
+    ring = sniffer.ring
+    m = ring.map
     poller = select.poll()
-    poller.register(sock, select.POLLIN)
+    poller.register(sniffer.sock, select.POLLIN)
     loopback = sniffer.loopback
     limit = config.count or 0
     written = 0
     deadline = None if config.duration is None else time.monotonic() + config.duration
     while not (limit and written >= limit) and not should_stop():
-        timeout = _POLL_MS
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            timeout = min(timeout, max(1, int(left * 1000)))
-        if not poller.poll(timeout):
+        if not ring.ready():
+            timeout = _POLL_MS
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                timeout = min(timeout, max(1, int(left * 1000)))
+            poller.poll(timeout)
             continue
-        for _ in range(_BATCH):
-            try:
-                n, ancdata, _flags, address = recv(bufs, ancsize, socket.MSG_TRUNC)
-            except BlockingIOError:
-                break
-            if loopback and address[2] == PACKET_OUTGOING:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        for ts, off, caplen, orig, pkttype in ring.packets():
+            if loopback and pkttype == PACKET_OUTGOING:
                 continue
-            ts = 0
-            orig = n
-            for level, kind, data in ancdata:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                    sec, nsec = _TIMESPEC.unpack_from(data)
-                    ts = sec * 1_000_000_000 + nsec
-                elif level == SOL_PACKET and kind == PACKET_AUXDATA:
-                    orig = _AUXDATA.unpack_from(data)[1]
-            if not ts:
-                ts = time.time_ns()
-            frame = bytes(view[:min(n, len(buf))])
-            write_packet(0, frame, ts, original_length=max(orig, len(frame)))
+            frame = m[off:off + caplen]
+            write_packet(0, frame, ts, original_length=orig)
             written += 1
             if on_packet is not None:
                 on_packet(CapturedPacket(written, ts, frame, orig))
