@@ -33,7 +33,11 @@ async def sock_client(port: int) -> socket.socket:
     loop = asyncio.get_running_loop()
     s = socket.socket()
     s.setblocking(False)
-    await loop.sock_connect(s, ("127.0.0.1", port))
+    try:
+        await loop.sock_connect(s, ("127.0.0.1", port))
+    except BaseException:
+        s.close()
+        raise
     return s
 
 

@@ -202,6 +202,8 @@ async def _serve(rules: list[Rule], options: dict[str, object], out: _Output, *,
 
                 stop_workers(children)
                 children.clear()  # signalled once: a second signal would cut their drain
+            for fwd in fwds:
+                fwd.stop_accepting()
             open_now = sum(f.open for f in fwds)
             grace = float(options["limits"].grace)  # type: ignore[attr-defined]
             if open_now and announce:

@@ -124,6 +124,7 @@ class Forwarder:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
+        self._accepting = True
         self._target_label = target.hostport
 
     # -- counters ---------------------------------------------------------------------
@@ -177,7 +178,7 @@ class Forwarder:
         host = str(peer[0]) if peer else ""
         port = int(peer[1]) if peer else 0
         relay.client = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if self._closed:
+        if self._closed or not self._accepting:
             refusal: str | None = "shutting down"
         else:
             refusal = self.gate.refusal(host)
@@ -250,6 +251,12 @@ class Forwarder:
                     fresh[relay] = last
             seen = fresh
 
+    def stop_accepting(self) -> None:
+        """Close the listener at once; open connections carry on (see :meth:`aclose`)."""
+        self._accepting = False
+        if self._server is not None:
+            self._server.close()
+
     async def aclose(self, grace: float | None = None) -> None:
         """Stop accepting now, let open connections finish for ``grace`` seconds, then
         close the rest (``limits.grace`` by default)."""
@@ -258,8 +265,7 @@ class Forwarder:
         self._closed = True
         if grace is None:
             grace = self.limits.grace
-        if self._server is not None:
-            self._server.close()
+        self.stop_accepting()
         if self._relays and grace > 0:
             await self.gate.drained(grace)
         for relay in list(self._relays):

@@ -219,9 +219,13 @@ class UdpForwarder:
                     fresh[session] = last
             seen = fresh
 
+    def stop_accepting(self) -> None:
+        """UDP has no listener backlog to stop: new clients are refused once closing."""
+        self._closed = True
+
     async def aclose(self, grace: float | None = None) -> None:
         """Stop receiving and end every session (UDP has nothing in flight to drain)."""
-        if self._closed:
+        if self._transport is not None and self._transport.is_closing():
             return
         self._closed = True
         if self._transport is not None:
