@@ -7,10 +7,12 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Any
 
 import click
 
@@ -124,8 +126,8 @@ def forward(
         if not rule.listen.is_loopback:
             out.warn(f"listening on {rule.listen.hostport} (not loopback) without encryption: "
                      "anyone who can reach it can use this forward")
-    options = {"limits": limits, "connect_timeout": connect_timeout, "udp_idle": udp_idle,
-               "hexdump": sys.stderr if hexdump else None}
+    options: dict[str, Any] = {"limits": limits, "connect_timeout": connect_timeout,
+                               "udp_idle": udp_idle, "hexdump": sys.stderr if hexdump else None}
 
     if workers == 1:
         code = run(_serve(all_rules, options, out, stats=stats, socks=None))
@@ -182,13 +184,13 @@ def _collect_rules(listen: str | None, target: str | None, rules: Sequence[str],
     return found
 
 
-async def _serve(rules: list[Rule], options: dict[str, object], out: _Output, *,
-                 stats: float | None, socks: dict[int, object] | None, announce: bool = True,
+async def _serve(rules: list[Rule], options: dict[str, Any], out: _Output, *,
+                 stats: float | None, socks: dict[int, socket.socket] | None,
+                 announce: bool = True,
                  children: list[int] | None = None) -> int:
     signals = stop_signals()
     async with signals as stop:
-        fwds = await forward_rules(rules, on_event=out.event, socks=socks,  # type: ignore[arg-type]
-                                   **options)
+        fwds = await forward_rules(rules, on_event=out.event, socks=socks, **options)
         if announce:
             for fwd in fwds:
                 out.status(f"listening on {fwd.address} -> {fwd.target}", event="listening",
@@ -205,7 +207,7 @@ async def _serve(rules: list[Rule], options: dict[str, object], out: _Output, *,
             for fwd in fwds:
                 fwd.stop_accepting()
             open_now = sum(f.open for f in fwds)
-            grace = float(options["limits"].grace)  # type: ignore[attr-defined]
+            grace = float(options["limits"].grace)
             if open_now and announce:
                 out.status(f"stopping: {open_now} connection(s) open, waiting up to "
                            f"{grace:g}s for them to finish", event="stopping", open=open_now)

@@ -324,7 +324,7 @@ async def forward(
     limits = limits or Limits()
     if hexdump:
         stream = sys.stderr if hexdump is True else hexdump
-        tap = _with_hexdump(tap, stream)  # type: ignore[arg-type]
+        tap = _with_hexdump(tap, stream)
     if rule.listen.scheme == "udp":
         from wirekit.net.udp_relay import UdpForwarder
 

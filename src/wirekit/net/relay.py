@@ -143,7 +143,8 @@ class _Pending(_Base):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(self.relay.high, self.relay.low)
+        transport.set_write_buffer_limits(  # type: ignore[attr-defined]
+            self.relay.high, self.relay.low)
         self.relay._made(self)
 
     def data_received(self, data: bytes) -> None:
@@ -274,8 +275,8 @@ class Relay:
             target.transport.close()  # type: ignore[union-attr]
             return
         cls = _TappedEnd if self.tap is not None else _End
-        client.__class__ = cls
-        target.__class__ = cls
+        client.__class__ = cls  # type: ignore[assignment]
+        target.__class__ = cls  # type: ignore[assignment]
         # uvloop caches the protocol's bound methods: make it look them up again.
         client.transport.set_protocol(client)  # type: ignore[union-attr]
         target.transport.set_protocol(target)  # type: ignore[union-attr]
