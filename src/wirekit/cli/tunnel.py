@@ -64,13 +64,15 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Status as JSON lines on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No status output (errors still go to stderr).")
 @click.option("-v", "--verbose", is_flag=True, help="Also print reconnect attempts.")
+@click.option("-N", "no_command", is_flag=True, hidden=True,
+              help="Accepted for OpenSSH habits; wirekit tunnel never runs a command.")
 def tunnel(target: str, local: tuple[str, ...], remote: tuple[str, ...],
            dynamic: tuple[str, ...], port: int | None, user: str | None,
            identity: tuple[str, ...], jump: tuple[str, ...], config_file: str | None,
            password_env: str | None, no_agent: bool, ciphers: str | None, known_hosts: str | None,
            accept_new: bool, keepalive: float, keepalive_count: int, connect_timeout: float,
            no_reconnect: bool, stats: bool, as_json: bool, quiet: bool,
-           verbose: bool) -> None:
+           verbose: bool, no_command: bool) -> None:
     """SSH tunnels with OpenSSH's -L / -R / -D spelling that stay up.
 
     Host keys are checked against known_hosts: an unknown host is refused with its
