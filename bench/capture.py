@@ -9,6 +9,7 @@ capturer's CPU time.  Target (issue 6): no more kernel drops than tcpdump.
 
     python -m bench.capture                       # 200,000 datagrams x 3 runs each
     python -m bench.capture --datagrams 50000 --runs 1
+    python -m bench.capture --senders 2            # two senders: harder on 2 cores
     python -m bench.capture --tcpdump-buffer 4096   # tcpdump -B 4096 (KiB), like wirekit
 
 Needs root (CAP_NET_RAW) and tcpdump (apt install tcpdump).
@@ -33,16 +34,14 @@ from statistics import median
 __all__ = ["main", "run"]
 
 SENDER = r"""
-import socket, sys, time
+import socket, sys
 port, n, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.connect(("127.0.0.1", port))
 payload = b"x" * size
 send = s.send
-t = time.perf_counter()
 for _ in range(n):
     send(payload)
-print(n / (time.perf_counter() - t))
 """
 
 
@@ -66,14 +65,15 @@ def _settle(path: Path, quiet_for: float = 0.5, limit: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def _finish(proc: subprocess.Popen[bytes]) -> tuple[float, str, str]:
-    """SIGINT, then (CPU seconds, stdout, stderr) of the capturer."""
+def _finish(proc: subprocess.Popen[bytes]) -> tuple[str, str]:
+    """SIGINT (Ctrl-C), then the capturer's (stdout, stderr)."""
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
-    return 0.0, out.decode(), err.decode()
+    return out.decode(), err.decode()
 
 
 def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds so far of a running process (before it writes its end)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -100,12 +100,20 @@ def _one(tool: str, port: int, args: argparse.Namespace, workdir: Path) -> dict[
             line = proc.stderr.readline().decode()
             if "listening on" not in line:
                 raise RuntimeError(f"tcpdump did not start: {line}")
-        sender = subprocess.run([sys.executable, "-c", SENDER, str(port), str(args.datagrams),
-                                 str(args.size)], capture_output=True, text=True, timeout=300,
-                                check=True)
-        _settle(path)
+        share = args.datagrams // args.senders
+        t0 = time.perf_counter()
+        senders = [subprocess.Popen([sys.executable, "-c", SENDER, str(port), str(share),
+                                     str(args.size)], stdout=subprocess.DEVNULL)
+                   for _ in range(args.senders)]
+        for sender in senders:
+            if sender.wait(300) != 0:
+                raise RuntimeError("a sender failed")
+        sent_pps = share * args.senders / (time.perf_counter() - t0)
+        # tcpdump -w buffers its output and libpcap hands over a ring block after up to
+        # 1 s: wait long enough for both to have written everything they will.
+        _settle(path, quiet_for=1.5)
         cpu = _cpu_of(proc.pid)
-        _, out, err = _finish(proc)
+        out, err = _finish(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -123,7 +131,7 @@ def _one(tool: str, port: int, args: argparse.Namespace, workdir: Path) -> dict[
         captured, received, dropped = (count("captured"), count("received by filter"),
                                        count("dropped by kernel"))
     return {"captured": captured, "received": received, "dropped": dropped, "cpu": cpu,
-            "sent_pps": float(sender.stdout.strip())}
+            "sent_pps": sent_pps}
 
 
 def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
@@ -147,7 +155,8 @@ def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
 
 def _table(results: dict[str, list[dict[str, float]]], args: argparse.Namespace) -> None:
     buf = f"-B {args.tcpdump_buffer}" if args.tcpdump_buffer else "default buffer"
-    print(f"\nUDP flood on lo: {args.datagrams} datagrams of {args.size} bytes, filter "
+    print(f"\nUDP flood on lo: {args.datagrams} datagrams of {args.size} bytes from "
+          f"{args.senders} sender process(es), filter "
           f"'udp port P', median of {args.runs} runs (tcpdump: {buf})\n")
     print("| capturer | sent (pps) | captured | received by filter | dropped by kernel "
           "| CPU (s) |")
@@ -168,6 +177,8 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datagrams", type=int, default=200_000)
     p.add_argument("--size", type=int, default=32, help="UDP payload bytes")
+    p.add_argument("--senders", type=int, default=1,
+                   help="sender processes in parallel (the datagrams are shared out)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--tcpdump-buffer", type=int, default=0, metavar="KIB",
                    help="tcpdump -B (KiB); default: tcpdump's own default")

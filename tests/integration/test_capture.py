@@ -150,19 +150,24 @@ def test_capture_sees_exactly_the_exchange_on_its_port(wirekit_proc, tmp_path: P
 
 
 @needs_capture
-def test_count_stops_after_n_packets(wirekit_proc, tmp_path: Path) -> None:
+def test_count_stops_after_n_packets_with_snaplen(wirekit_proc, tmp_path: Path) -> None:
     need_compiler()
     srv = listener()
     port = srv.getsockname()[1]
     path = tmp_path / "three.pcapng"
     proc = wirekit_proc("capture", "-f", f"tcp port {port}", "-w", str(path), "-c", "3",
-                        "-q", "--json")
+                        "-q", "--json", "--snaplen", "54", "-B", "1024")
     wait_for(lambda: path.exists() and path.stat().st_size > 0, 10, "the capture to start")
     exchange(srv)
     assert proc.proc.wait(10) == 0
     srv.close()
-    flags = [tcp(p.data)[4] for p in packets(path)]
+    got = packets(path)
+    flags = [tcp(p.data)[4] for p in got]
     assert flags == [SYN, SYN | ACK, ACK]
+    # --snaplen: the kernel keeps 54 bytes (Ethernet + IPv4 + the fixed TCP header) and the
+    # original length survives (the SYN carries 20 bytes of TCP options more).
+    assert [len(p.data) for p in got] == [54, 54, 54]
+    assert got[0].original_length > 54
     import json
 
     assert proc.proc.stdout is not None

@@ -87,15 +87,20 @@ def run_capture(config: CaptureConfig, *, quiet: bool = False,
               metavar="S", help="Stop after S seconds.")
 @click.option("-s", "--snaplen", type=click.IntRange(1, 262144), default=262144,
               show_default=True, help="Keep at most N bytes of each packet.")
+@click.option("-B", "--buffer-size", type=click.IntRange(256, 1 << 20), default=4096,
+              show_default=True, metavar="KIB",
+              help="Kernel receive ring in KiB (like tcpdump -B): packets wait here; when "
+                   "it is full the kernel drops them.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No per-packet lines or status (kernel drops are still reported).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the final counts as JSON on stdout.")
 def capture_command(interface: str, filter_: str, path: Path, count: int | None,
-                    duration: float | None, snaplen: int, quiet: bool, as_json: bool) -> None:
+                    duration: float | None, snaplen: int, buffer_size: int, quiet: bool,
+                    as_json: bool) -> None:
     """Capture live packets into a pcapng file that Wireshark and tshark open.
 
-    An AF_PACKET socket with a 4 MiB buffer; the filter (tcpdump syntax, compiled by
+    An AF_PACKET socket with a 4 MiB receive ring (-B); the filter (tcpdump syntax, compiled by
     libpcap through the optional pcapy-ng: pip install 'wirekit[capture]', or by tcpdump if
     installed) runs in the kernel.  On loopback each packet is recorded once, not twice.
     One line per packet on stderr (like tshark) unless -q; at the end the packets captured
@@ -111,10 +116,11 @@ def capture_command(interface: str, filter_: str, path: Path, count: int | None,
       sudo wirekit capture -f 'tcp port 8080' -w web.pcapng -c 100
       sudo wirekit capture -i eth0 -f 'udp port 53' -w dns.pcapng --duration 30 -q
       sudo wirekit capture -f 'host 127.0.0.1 and port 443' -w tls.pcapng --snaplen 128
+      sudo wirekit capture -f udp -w flood.pcapng -B 32768 -q   # 32 MiB ring for bursts
       wirekit inspect web.pcapng                              # then dissect it
     """
     config = CaptureConfig(path, interface=interface, filter=filter_, count=count,
-                           duration=duration, snaplen=snaplen)
+                           duration=duration, snaplen=snaplen, buffer_size=buffer_size << 10)
     run_capture(config, quiet=quiet, as_json=as_json)
 
 
