@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from collections.abc import Callable
@@ -54,6 +55,20 @@ def _progress(total: int, enabled: bool) -> tuple[Callable[[int], None] | None,
 
 
 def run_inspect(config: InspectConfig) -> None:
+    # The dissection allocates millions of short-lived objects while the conversations it
+    # keeps grow without cycles; the cyclic collector would rescan them again and again
+    # (measured: ~12 % of the CPU time on a 1M-packet capture).  Reference counting frees
+    # everything here; the collector is back on when the report is written.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _run_inspect(config)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run_inspect(config: InspectConfig) -> None:
     out = sys.stdout
     on_packet = None
     if config.packets and not config.json:
