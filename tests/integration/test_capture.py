@@ -284,3 +284,14 @@ def test_unprivileged_user_gets_one_line(tmp_path: Path) -> None:
     assert res.returncode == 1, res.stderr
     assert res.stderr.strip().splitlines() == [res.stderr.strip()]
     assert "needs CAP_NET_RAW" in res.stderr
+
+
+@needs_capture
+def test_ctrl_c_stops_cleanly(wirekit_proc, tmp_path: Path) -> None:
+    path = tmp_path / "idle.pcapng"
+    proc = wirekit_proc("capture", "-i", "lo", "-f", "", "-w", str(path))
+    proc.wait_line(r"capturing on lo, writing")
+    assert proc.stop(signal.SIGINT) == 0
+    assert packets(path) is not None  # a complete (possibly empty) capture
+    assert "packets captured" in proc.stderr_lines[-1] or "packet captured" in (
+        proc.stderr_lines[-1])
