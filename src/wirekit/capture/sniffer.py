@@ -261,7 +261,7 @@ def _loop(sniffer: Sniffer, fd: int, config: CaptureConfig,
 def _drain(sniffer: Sniffer, fd: int, config: CaptureConfig, pending: _Pending,
            writer: PcapngWriter, on_packet: Callable[[CapturedPacket], None] | None,
            should_stop: Callable[[], bool]) -> int:
-    write_packet = writer.write_packet
+    write_packets = writer.write_packets
     ring = sniffer.ring
     m = ring.map
     poller = select.poll()
@@ -282,16 +282,18 @@ def _drain(sniffer: Sniffer, fd: int, config: CaptureConfig, pending: _Pending,
             continue
         if deadline is not None and time.monotonic() >= deadline:
             break
+        batch: list[tuple[bytes, int, int]] = []
+        append = batch.append
         for ts, off, caplen, orig, pkttype in ring.packets():
             if loopback and pkttype == PACKET_OUTGOING:
                 continue
             frame = m[off:off + caplen]
-            write_packet(0, frame, ts, original_length=orig)
-            written += 1
+            append((frame, ts, orig))
             if on_packet is not None:
-                on_packet(CapturedPacket(written, ts, frame, orig))
-            if limit and written >= limit:
+                on_packet(CapturedPacket(written + len(batch), ts, frame, orig))
+            if limit and written + len(batch) >= limit:
                 break
+        written += write_packets(0, batch)
         if pending.parts:
             try:
                 _write_all(fd, pending.take())

@@ -7,6 +7,7 @@ mid-recording leaves a file that reads cleanly up to its last block.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from typing import IO
 
 from wirekit.pcapng.blocks import (
@@ -105,6 +106,35 @@ class PcapngWriter:
             data, b"\0" * _pad(n), opts, struct.pack(self._bo + "I", blen))))
         if self._flush:
             self._f.flush()
+
+    def write_packets(self, interface: int,
+                      packets: Iterable[tuple[bytes, int, int]]) -> int:
+        """Enhanced Packet Blocks for many ``(data, timestamp_ns, original_length)`` at once,
+        written with one ``write`` (so only whole blocks reach the file); returns how many.
+        The fast path of live capture: about half the cost of ``write_packet`` per packet."""
+        if not 0 <= interface < len(self._ifaces):
+            raise ValueError(f"interface {interface} was not added")
+        exp = self._ifaces[interface]
+        scale = 10**exp
+        pack = self._epb.pack
+        tail = struct.Struct(self._bo + "I").pack
+        zeros = (b"", b"\0", b"\0\0", b"\0\0\0")
+        parts: list[bytes] = []
+        append = parts.append
+        for data, ts, orig in packets:
+            ticks = ts if exp == 9 else ts * scale // 1_000_000_000
+            n = len(data)
+            pad = -n & 3
+            blen = 32 + n + pad
+            append(pack(BLOCK_EPB, blen, interface, (ticks >> 32) & 0xFFFFFFFF,
+                        ticks & 0xFFFFFFFF, n, orig))
+            append(data)
+            append(zeros[pad] + tail(blen))
+        if parts:
+            self._f.write(b"".join(parts))
+            if self._flush:
+                self._f.flush()
+        return len(parts) // 3
 
     def write_secrets(self, data: bytes, secrets_type: int = SECRETS_TLS_KEY_LOG) -> None:
         """Write a Decryption Secrets Block (by default an NSS TLS key log)."""
