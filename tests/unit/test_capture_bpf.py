@@ -42,3 +42,12 @@ def test_pack_program() -> None:
     assert packed == struct.pack("=HBBI", 6, 0, 0, 96) and len(packed) == 8
     with pytest.raises(UsageError):
         bpf.pack_program([])
+
+
+def test_no_compiler_says_how_to_get_one(monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pcapy", None)  # import pcapy -> ImportError
+    monkeypatch.setattr(bpf.shutil, "which", lambda name: None)
+    with pytest.raises(UsageError, match=r"pip install 'wirekit\[capture\]'.*tcpdump"):
+        bpf.compile_filter("tcp port 80")
