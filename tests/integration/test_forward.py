@@ -327,3 +327,12 @@ def test_bind_error_is_one_line(echo_target, capsys) -> None:
     assert "address already in use" in capsys.readouterr().err
 
 
+
+
+def test_splice_mode_relays_and_reports(wirekit_proc, echo_target) -> None:
+    p = wirekit_proc("forward", ":0", f"127.0.0.1:{echo_target.port}", "--splice")
+    _, _, port = p.listening()
+    payload = os.urandom(5 << 20)
+    assert roundtrip(port, payload) == payload
+    p.wait_line(rf"closed: {len(payload)} B up, {len(payload)} B down")
+    assert p.stop(signal.SIGTERM) == 0

@@ -27,6 +27,8 @@ from conftest import wait_for
 from wirekit.net.runtime import loop_factory
 
 MiB = 1 << 20
+# The default protocol relay, and the zero-copy splice relay (``--splice``).
+MODES = pytest.mark.parametrize("mode", [[], ["--splice"]], ids=["protocol", "splice"])
 
 
 def rss_kib(pid: int) -> int:
@@ -123,11 +125,12 @@ async def _wait(predicate) -> None:
 
 
 @pytest.mark.slow
-def test_256_mib_each_way_over_20_streams_byte_exact(wirekit_proc) -> None:
+@MODES
+def test_256_mib_each_way_over_20_streams_byte_exact(wirekit_proc, mode) -> None:
     procs = []
 
     def start_json(target_port: int) -> int:
-        p = wirekit_proc("forward", ":0", f"127.0.0.1:{target_port}")
+        p = wirekit_proc("forward", ":0", f"127.0.0.1:{target_port}", *mode)
         procs.append(p)
         return p.listening()[2]
 
@@ -142,16 +145,18 @@ def test_256_mib_each_way_over_20_streams_byte_exact(wirekit_proc) -> None:
     assert sum(r[4] for r in results) == STREAMS * per_stream
     # The forwarder's own count: the 20-byte header plus the payload went up.
     procs[0].wait_line(rf"closed: {per_stream + 20} B up, {per_stream} B down")
-    print(f"\n256 MiB each way over {STREAMS} streams through the forwarder: {elapsed:.1f}s")
+    print(f"\n{mode}: 256 MiB each way over {STREAMS} streams through the forwarder: "
+          f"{elapsed:.1f}s")
 
 
 # -- refusals -------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_1000_refusals_leak_no_file_descriptors(wirekit_proc) -> None:
+@MODES
+def test_1000_refusals_leak_no_file_descriptors(wirekit_proc, mode) -> None:
     # Status lines go to stderr, which the fixture keeps draining (an unread --json stdout
     # pipe would fill up and stall the forwarder).
-    p = wirekit_proc("forward", ":0", f"127.0.0.1:{dead_port()}")
+    p = wirekit_proc("forward", ":0", f"127.0.0.1:{dead_port()}", *mode)
     port = p.listening()[2]
     pid = p.proc.pid
 
@@ -251,14 +256,15 @@ def _measure(cmd_or_proc_start, limit: int) -> tuple[int, int, int]:
 
 
 @pytest.mark.slow
-def test_backpressure_bounds_relay_memory(wirekit_proc) -> None:
+@MODES
+def test_backpressure_bounds_relay_memory(wirekit_proc, mode) -> None:
     def start_forwarder(target_port: int):
-        p = wirekit_proc("forward", ":0", f"127.0.0.1:{target_port}")
+        p = wirekit_proc("forward", ":0", f"127.0.0.1:{target_port}", *mode)
         return p.proc, p.listening()[2]
 
     base, after, sent = _measure(start_forwarder, 300 * MiB)
     growth = after - base
-    print(f"\nforwarder: pushed {sent / MiB:.1f} MiB before the sender stalled; "
+    print(f"\nforwarder {mode}: pushed {sent / MiB:.1f} MiB before the sender stalled; "
           f"RSS {base} -> {after} KiB (+{growth} KiB)")
     assert sent < 300 * MiB  # the sender blocked
     assert growth <= 4 * 1024
@@ -348,7 +354,8 @@ class _EchoTarget:
 
 
 @pytest.mark.slow
-def test_5000_idle_pairs_each_answer_a_probe(wirekit_proc) -> None:
+@MODES
+def test_5000_idle_pairs_each_answer_a_probe(wirekit_proc, mode) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 3 * PAIRS + 1000
     if hard < need:
@@ -358,7 +365,7 @@ def test_5000_idle_pairs_each_answer_a_probe(wirekit_proc) -> None:
     clients: list[socket.socket] = []
     try:
         p = wirekit_proc("forward", ":0", f"127.0.0.1:{target.port}", "-q", "--json",
-                         "--max-conns", str(PAIRS + 100))
+                         "--max-conns", str(PAIRS + 100), *mode)
         port = int(_json_listening(p))
         pid = p.proc.pid
         # One warm-up pair so that one-time allocations land in the baseline.
@@ -381,7 +388,7 @@ def test_5000_idle_pairs_each_answer_a_probe(wirekit_proc) -> None:
             assert s.recv(1) == b"?", f"pair {i} did not answer"
         elapsed = time.monotonic() - t0
         probed = rss_kib(pid)
-        print(f"\n{PAIRS} idle pairs: forwarder RSS {base} -> {held} KiB, "
+        print(f"\n{mode}: {PAIRS} idle pairs: forwarder RSS {base} -> {held} KiB, "
               f"{per_pair / 1024:.2f} KiB per pair ({probed} KiB after the probes); "
               f"connect+probe {elapsed:.1f}s")
         assert fd_count(pid) >= 2 * PAIRS

@@ -164,6 +164,9 @@ class Forwarder:
         self._server = server
         name = server.sockets[0].getsockname()
         self.address = Address(self.listen.scheme, str(name[0]), int(name[1]))
+        self._start_sweeper()
+
+    def _start_sweeper(self) -> None:
         idle = self.limits.idle_timeout
         if idle is not None and idle > 0:
             self._sweeper = asyncio.create_task(self._sweep(idle))
@@ -311,13 +314,16 @@ async def forward(
     sock: socket.socket | None = None,
     high_water: int = DEFAULT_HIGH_WATER,
     low_water: int = DEFAULT_LOW_WATER,
+    splice: bool = False,
 ) -> Forwarder:
     """Start forwarding ``listen`` to ``target`` and return the running forwarder.
 
     ``tap`` is a factory called once per connection with its :class:`ConnInfo`; it
     returns a ``tap(direction, data, timestamp)`` callback (or None) that sees every
     chunk, see :mod:`wirekit.net.relay`.  ``hexdump`` (a text stream, or True for
-    stderr) prints the traffic with direction tags.  ``on_event`` gets a
+    stderr) prints the traffic with direction tags.  ``splice=True`` (Linux, TCP) moves
+    the bytes with ``os.splice`` instead, zero-copy (no tap then), see
+    :mod:`wirekit.net.splice_relay`.  ``on_event`` gets a
     :class:`ConnectionEnded` for every finished (or rejected) connection.
     """
     rule = _rule(listen, target)
@@ -334,8 +340,18 @@ async def forward(
         return udp  # type: ignore[return-value]
     if connect_timeout is None or connect_timeout <= 0:
         raise UsageError("the connect timeout must be a positive number of seconds")
-    fwd = Forwarder(rule.listen, rule.target, limits=limits, connect_timeout=connect_timeout,
-                    on_event=on_event, tap=tap, high_water=high_water, low_water=low_water)
+    cls = Forwarder
+    if splice:
+        # Zero-copy (Linux): bytes never reach Python, so there is no tap or hexdump.
+        from wirekit.net.splice_relay import SpliceForwarder, splice_available
+
+        if tap is not None:
+            raise UsageError("splice forwarding cannot tap or hexdump the traffic")
+        if not splice_available():
+            raise UsageError("splice forwarding needs Linux (os.splice)")
+        cls = SpliceForwarder
+    fwd = cls(rule.listen, rule.target, limits=limits, connect_timeout=connect_timeout,
+              on_event=on_event, tap=tap, high_water=high_water, low_water=low_water)
     await fwd._start(sock, reuse_port)
     return fwd
 
