@@ -114,7 +114,7 @@ def interface_linktype(interface: str) -> tuple[int, int, bool]:
 def _permission_message(interface: str) -> str:
     exe = os.path.realpath(sys.executable)
     return (f"capturing on {interface} needs CAP_NET_RAW: run as root (sudo), or grant it "
-            f"with: sudo setcap cap_net_raw,cap_net_admin+ep {exe}")
+            f"to this interpreter with: sudo setcap cap_net_raw+ep {exe}")
 
 
 class Sniffer:
@@ -151,9 +151,9 @@ class Sniffer:
         sock = self.sock
         holder = ctypes.create_string_buffer(code, len(code))
         fprog = struct.pack("@HP", length, ctypes.addressof(holder))
-        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
-        self.ring = Ring(sock, size=buffer_size)
         try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+            self.ring = Ring(sock, size=buffer_size)
             sock.bind((self.interface, ETH_P_ALL))
         except OSError as exc:
             raise NetError(f"cannot capture on {self.interface}: {exc.strerror}") from exc
