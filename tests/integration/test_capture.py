@@ -18,6 +18,7 @@ import pytest
 from conftest import need_peer, wait_for
 from wirekit.capture import sniffer as live
 from wirekit.cli.main import main
+from wirekit.errors import ParseError
 from wirekit.pcapng import Packet, read
 
 SYN, FIN, RST, ACK = 0x02, 0x01, 0x04, 0x10
@@ -205,13 +206,24 @@ def test_killed_recording_rereads_cleanly(wirekit_proc, tmp_path: Path) -> None:
         stop.set()
         sender.join(10)
         rx.close()
-    got = packets(path)  # raises ParseError if a block were cut
+    # Whole blocks are written with one write(2) each batch; a SIGKILL landing inside a
+    # write that spans pages can still cut the last block (the kernel stops between pages),
+    # so: every complete block reads, and damage, if any, is only in the last block.
+    got: list[Packet] = []
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            got.extend(ev for ev in read(f) if isinstance(ev, Packet))
+        cut = False
+    except ParseError as exc:
+        assert exc.offset is not None and size - exc.offset < 32 + 260_000, exc
+        cut = True
     assert len(got) > 100
     assert all(udp_ports(p.data)[1] == port for p in got)
     tshark = need_peer("tshark")
     res = subprocess.run([tshark, "-n", "-r", str(path)], capture_output=True, text=True,
                          timeout=60)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 0 or (cut and "cut short" in res.stderr), res.stderr
     assert len(res.stdout.splitlines()) == len(got)
 
 
