@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[fast,ssh,dev]'
+	$(BIN)/pip install -q -e '.[fast,ssh,capture,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
