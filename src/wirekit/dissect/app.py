@@ -35,23 +35,29 @@ def analyse(conv: Conversation, summary: Summary) -> None:
     chunks = conv.chunks
     if not chunks:
         return
-    first = {d: c for d, c in reversed(chunks)}  # first chunk of each direction
-    c2s, s2c = first.get(0, b""), first.get(1, b"")
+    sides: tuple[list[bytes], list[bytes]] = ([], [])
+    for d, c in chunks:
+        sides[d].append(c)
+    c2s = sides[0][0] if sides[0] else b""
     if looks_like_http_request(c2s):
-        _http(conv, summary)
-    elif _looks_like_tls(c2s) or (not c2s and _looks_like_tls(s2c)):
+        _http(conv, summary, _join(sides[0]), _join(sides[1]))
+    elif _looks_like_tls(c2s) or (not c2s and _looks_like_tls(sides[1][0])):
         _tls(conv, summary)
     else:
         conv.app = "data"
-        conv.app_detail = {"client": conv.stream(0)[:EXCERPT].hex(),
-                           "server": conv.stream(1)[:EXCERPT].hex()}
+        conv.app_detail = {"client": _join(sides[0])[:EXCERPT].hex(),
+                           "server": _join(sides[1])[:EXCERPT].hex()}
+
+
+def _join(pieces: list[bytes]) -> bytes:
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _looks_like_tls(data: bytes) -> bool:
     return len(data) >= 3 and data[0] in (0x14, 0x15, 0x16, 0x17) and data[1] == 3
 
 
-def _http(conv: Conversation, summary: Summary) -> None:
+def _http(conv: Conversation, summary: Summary, c2s: bytes, s2c: bytes) -> None:
     conv.app = "http"
     requests = HttpParser("request")
     responses = HttpParser("response")
@@ -59,7 +65,7 @@ def _http(conv: Conversation, summary: Summary) -> None:
     resps: list[HttpResponse] = []
     error = None
     try:
-        requests.feed(conv.stream(0))
+        requests.feed(c2s)
         for ev in requests.events():
             assert isinstance(ev, HttpRequest)
             reqs.append(ev)
@@ -67,18 +73,21 @@ def _http(conv: Conversation, summary: Summary) -> None:
     except ParseError as exc:
         error = f"requests: {exc}"
     try:
-        responses.feed(conv.stream(1))
+        responses.feed(s2c)
         evs = list(responses.events())
         if not conv.truncated:
-            evs += list(responses.close())
+            evs += responses.close()
         resps = [r for r in evs if isinstance(r, HttpResponse) and not 100 <= r.status < 200]
     except ParseError as exc:
         error = (error + "; " if error else "") + f"responses: {exc}"
-    for i in range(max(len(reqs), len(resps))):
-        req = reqs[i] if i < len(reqs) else None
-        resp = resps[i] if i < len(resps) else None
-        entry: dict[str, Any] = {
-            "conversation": conv.id,
+    append = summary.http.append
+    cid = conv.id
+    nreq, nresp = len(reqs), len(resps)
+    for i in range(max(nreq, nresp)):
+        req = reqs[i] if i < nreq else None
+        resp = resps[i] if i < nresp else None
+        append({
+            "conversation": cid,
             "method": req.method if req else None,
             "uri": req.uri if req else None,
             "host": req.header("host") if req else None,
@@ -89,8 +98,7 @@ def _http(conv: Conversation, summary: Summary) -> None:
             "reason": resp.reason if resp else None,
             "response_headers": resp.headers if resp else (),
             "response_body_size": resp.body_size if resp else None,
-        }
-        summary.http.append(entry)
+        })
     conv.app_detail = {"requests": len(reqs), "responses": len(resps)}
     if error:
         conv.app_detail["error"] = error

@@ -29,6 +29,16 @@ _REQUEST_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) (HTTP/\d\.\d)")
 _STATUS_LINE = re.compile(r"(HTTP/\d\.\d) (\d{3})(?: (.*))?")
 
 
+# Decoded heads by their raw bytes, per role: a capture repeats heads (the same client
+# asking the same server), and decoding one is most of the cost of a small message.  The
+# entries are immutable; the cache (at most 1024 heads of at most 4 KiB) is dropped whole
+# when it fills.
+_Head = tuple[tuple[str, str, str], "Headers", "str | None", "str | None"]
+_HEAD_CACHE: dict[str, dict[tuple[int, bytes], _Head]] = {"request": {}, "response": {}}
+_HEAD_CACHE_SIZE = 1024
+_HEAD_CACHE_MAX_HEAD = 4096
+
+
 def looks_like_http_request(data: bytes) -> bool:
     return data.startswith(_METHODS)
 
@@ -68,12 +78,15 @@ def _header(headers: Headers, name: str) -> str | None:
 
 
 class HttpParser:
+    __slots__ = ("_base", "_body", "_buf", "_head", "_head_offset", "_headers", "_methods",
+                 "_pos", "_ready", "_remaining", "_state", "max_head", "role")
+
     def __init__(self, role: str, *, max_head: int = 65536) -> None:
         if role not in ("request", "response"):
             raise ValueError("role is 'request' or 'response'")
         self.role = role
         self.max_head = max_head
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0  # next unread byte in _buf (consumed bytes are dropped on feed)
         self._base = 0  # stream offset of _buf[0]
         self._state = "HEAD"
@@ -90,16 +103,26 @@ class HttpParser:
         self._methods.append(method.upper())
 
     def feed(self, data: bytes) -> None:
-        if self._pos:
-            del self._buf[: self._pos]
-            self._base += self._pos
+        # The buffer is immutable bytes: a whole stream fed at once (the offline analysis)
+        # is used as is, without a copy.  Only an unconsumed remainder (at most a partial
+        # head: bodies are consumed as they arrive) is copied when more comes.
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        pos, buf = self._pos, self._buf
+        if pos:
+            self._base += pos
             self._pos = 0
-        self._buf += data
+        if pos >= len(buf):
+            self._buf = data
+        elif data:
+            self._buf = buf[pos:] + data if pos else buf + data
+        elif pos:
+            self._buf = buf[pos:]
 
     def events(self) -> Iterator[HttpRequest | HttpResponse]:
         self._run()
         ready, self._ready = self._ready, []
-        yield from ready
+        return iter(ready)
 
     def close(self) -> Iterator[HttpRequest | HttpResponse]:
         """The stream ended; finish a read-until-close body."""
@@ -109,7 +132,7 @@ class HttpParser:
             self._pos = len(self._buf)
             self._emit()
         ready, self._ready = self._ready, []
-        yield from ready
+        return iter(ready)
 
     @property
     def pending(self) -> bool:
@@ -209,9 +232,26 @@ class HttpParser:
                 raise ParseError(f"HTTP head longer than {self.max_head} bytes",
                                  offset=self._offset)
             return False
-        text = buf[pos:end].decode("latin-1")
-        raw = text.split("\r\n") if sep == 4 else text.split("\n")
         offset = self._base + pos
+        key = (sep, buf[pos:end])
+        cache = _HEAD_CACHE[self.role]
+        parsed = cache.get(key)
+        if parsed is None:
+            parsed = self._decode_head(key[1], sep, offset)
+            if end - pos <= _HEAD_CACHE_MAX_HEAD:
+                if len(cache) >= _HEAD_CACHE_SIZE:
+                    cache.clear()
+                cache[key] = parsed
+        self._pos = end + sep
+        self._head, self._headers, te, cl = parsed
+        self._head_offset = offset
+        self._body = 0
+        self._frame(te or "", cl)
+        return True
+
+    def _decode_head(self, raw_head: bytes, sep: int, offset: int) -> _Head:
+        text = raw_head.decode("latin-1")
+        raw = text.split("\r\n") if sep == 4 else text.split("\n")
         first = raw[0]
         regex = _REQUEST_LINE if self.role == "request" else _STATUS_LINE
         m = regex.fullmatch(first)
@@ -231,14 +271,8 @@ class HttpParser:
                     cl = value
                 elif lname == "transfer-encoding":
                     te = value.lower()
-        self._pos = end + sep
         a, b, c = m.groups()
-        self._head = (a, b, c or "")
-        self._headers = tuple(headers)
-        self._head_offset = offset
-        self._body = 0
-        self._frame(te or "", cl)
-        return True
+        return (a, b, c or ""), tuple(headers), te, cl
 
     def _frame(self, te: str, cl: str | None) -> None:
         assert self._head is not None
