@@ -6,18 +6,25 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
-__all__ = ["Narrator", "TourResult"]
+__all__ = ["Narrator", "SectionSkipped", "TourResult"]
+
+
+class SectionSkipped(Exception):
+    """Raised by a section that cannot run here (an optional dependency is missing);
+    the runner reports it as skipped with the reason, not as a failure."""
 
 
 @dataclass(slots=True)
 class TourResult:
     passed: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.failed and bool(self.passed)
+        return not self.failed and bool(self.passed or self.skipped)
 
 
 class Narrator:
@@ -50,6 +57,16 @@ class Narrator:
 
     def fail(self, text: str) -> None:
         self.console.print(f"  [red]✗ {escape(text)}[/]")
+
+    def skip(self, text: str) -> None:
+        self.console.print(f"  [yellow]skipped: {escape(text)}[/]")
+
+    def columns(self, headers: tuple[str, str], rows: list[tuple[str, str]]) -> None:
+        """Two things shown side by side (e.g. the same exchange seen on two wires)."""
+        table = Table(*headers, show_lines=False, padding=(0, 1))
+        for left, right in rows:
+            table.add_row(escape(left), escape(right))
+        self.console.print(table)
 
 
 def _show(data: bytes, limit: int = 400) -> str:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from wirekit.errors import WirekitError
-from wirekit.tour.narrator import Narrator, TourResult
+from wirekit.tour.narrator import Narrator, SectionSkipped, TourResult
 
 __all__ = ["SECTIONS", "Section", "run_tour"]
 
@@ -16,13 +16,17 @@ SECTION_TIMEOUT = 30.0
 
 def _sections() -> list[tuple[str, Section]]:
     # Imported here so each section's dependencies load only when the tour runs.
-    from wirekit.tour import basics, tls
+    from wirekit.tour import basics, forwarding, ssh, tls
 
     return [
         ("TCP: the time server and its client", basics.tcp_time),
         ("HTTP: a raw GET / HTTP/1.0", basics.raw_http),
         ("UDP: datagrams, no connection", basics.udp_time),
+        ("Forwarding: a service behind wirekit forward, and what a forwarder sees",
+         forwarding.forwarded_time),
         ("TLS: a CA, a TLS time server, the chain, the handshake, a refusal", tls.tls_time),
+        ("SSH: wirekit sshd, a -L tunnel to the time service, encrypted vs plaintext legs",
+         ssh.ssh_tunnel),
     ]
 
 
@@ -37,6 +41,9 @@ async def run_tour(narrator: Narrator, only: str | None = None) -> TourResult:
         narrator.section(title)
         try:
             await asyncio.wait_for(section(narrator), SECTION_TIMEOUT)
+        except SectionSkipped as exc:
+            narrator.skip(str(exc))
+            result.skipped.append((title, str(exc)))
         except TimeoutError:
             narrator.fail(f"section did not finish within {SECTION_TIMEOUT:g}s")
             result.failed.append((title, "timed out"))
