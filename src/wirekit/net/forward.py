@@ -19,13 +19,16 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from wirekit.address import Address, parse_address
 from wirekit.errors import ConnectTimeout, NetError, UsageError
 from wirekit.net._errors import bind_errors, connect_errors
 from wirekit.net.gate import Gate, Limits
 from wirekit.net.relay import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, UPSTREAM, Relay, Tap
+
+if TYPE_CHECKING:
+    from wirekit.capture.recorder import Recorder
 
 __all__ = ["ConnInfo", "ConnectionEnded", "Forwarder", "Rule", "forward", "forward_rules"]
 
@@ -203,7 +206,11 @@ class Forwarder:
         try:
             with connect_errors(host, port, self.connect_timeout):
                 async with asyncio.timeout(self.connect_timeout):
-                    await loop.create_connection(relay.target_protocol, host, port)
+                    transport, _ = await loop.create_connection(relay.target_protocol, host,
+                                                                port)
+            connected = getattr(relay.tap, "target_connected", None)  # a recording tap
+            if connected is not None:
+                connected(transport)
         except ConnectTimeout as exc:
             self.failed += 1
             relay.fail("timeout", str(exc))
@@ -315,6 +322,7 @@ async def forward(
     high_water: int = DEFAULT_HIGH_WATER,
     low_water: int = DEFAULT_LOW_WATER,
     splice: bool = False,
+    record: Recorder | None = None,
 ) -> Forwarder:
     """Start forwarding ``listen`` to ``target`` and return the running forwarder.
 
@@ -324,13 +332,16 @@ async def forward(
     stderr) prints the traffic with direction tags.  ``splice=True`` (Linux, TCP) moves
     the bytes with ``os.splice`` instead, zero-copy (no tap then), see
     :mod:`wirekit.net.splice_relay`.  ``on_event`` gets a
-    :class:`ConnectionEnded` for every finished (or rejected) connection.
+    :class:`ConnectionEnded` for every finished (or rejected) connection.  ``record`` (a
+    :class:`wirekit.capture.recorder.Recorder`) writes every connection to a pcapng file.
     """
     rule = _rule(listen, target)
     limits = limits or Limits()
     if hexdump:
         stream = sys.stderr if hexdump is True else hexdump
         tap = _with_hexdump(tap, stream)
+    if record is not None:
+        tap, on_event = record.forward_hooks(tap, on_event)
     if rule.listen.scheme == "udp":
         from wirekit.net.udp_relay import UdpForwarder
 

@@ -1,0 +1,214 @@
+"""``Recorder``: relay taps from many connections written to one pcapng file.
+
+Theory of operation
+-------------------
+::
+
+    event loop (taps)                          writer thread
+    ---------------------------------------    -----------------------------------------
+    TcpLeg/UdpLeg: seq/ack bookkeeping  --->   bounded queue  --->  flows.frames()
+    offer(event): put_nowait, or count         (batches)            PcapngWriter.write_packets
+    the event's packets as dropped                                   (one write + flush a batch)
+
+The loop side never blocks: when the queue is full (or holds more than ``max_bytes`` of
+payload), the event is dropped and its packets counted in :attr:`dropped`; sequence
+numbers still advance, so the file shows the gap the way a capture tool shows lost
+packets.  Every batch is written whole and flushed, so a killed process leaves a file that
+reads up to its last complete block.  A write error (disk full, EIO) stops the recording:
+one line through ``on_error``, later events are ignored, and the relay carries on.
+
+Interfaces: everything is on interface 0, named ``wirekit``, as Ethernet frames: both legs
+of a forward (client <-> wirekit's listener, and wirekit's outgoing socket <-> the target),
+exactly the two connections ``tshark -i lo`` would list for a forward on loopback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+from wirekit.capture.flows import Event, TcpLeg, UdpLeg, frames
+from wirekit.errors import UsageError
+from wirekit.pcapng.blocks import LINKTYPE_ETHERNET
+from wirekit.pcapng.writer import PcapngWriter
+
+__all__ = ["DEFAULT_QUEUE", "Recorder"]
+
+DEFAULT_QUEUE = 8192  # events (one relay chunk each)
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # payload waiting to be written
+_STOP: Any = None
+
+
+class Recorder:
+    """Write recorded connections to ``path`` (pcapng) from a background thread.
+
+    Use :meth:`tcp` / :meth:`udp` for a leg, feed it from taps; :meth:`forward_hooks`
+    builds the tap factory and event hook of :func:`wirekit.forward`
+    (see :mod:`wirekit.capture.relay_tap`).
+    ``close()`` writes what is queued and closes the file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, queue_size: int = DEFAULT_QUEUE,
+                 max_bytes: int = DEFAULT_MAX_BYTES,
+                 on_error: Callable[[str], None] | None = None) -> None:
+        self.path = os.fspath(path)
+        try:
+            self._file: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 (closed in close())
+        except OSError as exc:
+            raise UsageError(f"cannot record to {self.path}: {exc.strerror or exc}") from exc
+        try:
+            self._writer = PcapngWriter(self._file)
+            self._iface = self._writer.add_interface(LINKTYPE_ETHERNET, name="wirekit")
+        except OSError as exc:
+            self._file.close()
+            raise UsageError(f"cannot record to {self.path}: {exc.strerror or exc}") from exc
+        self.on_error = on_error
+        self.max_bytes = max_bytes
+        self.packets = 0  # written
+        self.dropped = 0  # packets (events) not written because the queue was full
+        self.dropped_events = 0
+        self.error: str | None = None
+        self._queued_bytes = 0  # changed by the loop side only
+        self._written_bytes = 0  # changed by the writer thread only
+        self._q: queue.Queue[Event | None] = queue.Queue(maxsize=max(1, queue_size))
+        self._isn = 1000
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="wirekit-recorder", daemon=True)
+        self._thread.start()
+
+    # -- loop side --------------------------------------------------------------------
+    @property
+    def active(self) -> bool:
+        return self.error is None and not self._closed
+
+    def offer(self, event: Event) -> None:
+        """Queue one event for writing; never blocks (a full queue counts a drop)."""
+        if self.error is not None or self._closed:
+            return
+        size = len(event[6])
+        if size and self._queued_bytes - self._written_bytes + size > self.max_bytes:
+            self._drop(event)
+            return
+        try:
+            self._q.put_nowait(event)
+        except queue.Full:
+            self._drop(event)
+            return
+        self._queued_bytes += size
+
+    def _drop(self, event: Event) -> None:
+        self.dropped_events += 1
+        n = len(event[6])
+        if event[0] == 6:
+            mss = 1460 if len(event[1][0]) == 4 and event[1][0][:1] != b"\x7f" else 65495
+            self.dropped += max(1, -(-n // mss)) + (1 if event[8] else 0)
+        else:
+            self.dropped += 1
+
+    def tcp(self, client: tuple[str, int], server: tuple[str, int]) -> TcpLeg:
+        """A new TCP leg (call ``open(ts_ns)`` for its handshake)."""
+        self._isn = (self._isn * 1103515245 + 12345) & 0x7FFFFFFF
+        return TcpLeg(self.offer, client, server, isn=self._isn)
+
+    def udp(self, client: tuple[str, int], server: tuple[str, int]) -> UdpLeg:
+        return UdpLeg(self.offer, client, server)
+
+    def forward_hooks(self, tap: Any = None, on_event: Any = None) -> tuple[Any, Any]:
+        """The ``(tap, on_event)`` pair for :func:`wirekit.forward` that records every
+        connection (the given ``tap`` factory and ``on_event`` still run)."""
+        from wirekit.capture.relay_tap import forward_taps
+
+        return forward_taps(self, tap, on_event)
+
+    # -- writer thread ----------------------------------------------------------------
+    def _run(self) -> None:
+        q = self._q
+        ident = 0
+        while True:
+            item = q.get()
+            batch: list[Event] = []
+            stop = item is None
+            if not stop:
+                batch.append(item)  # type: ignore[arg-type]
+                while len(batch) < 512:
+                    try:
+                        nxt = q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+            if batch and self.error is None:
+                packets: list[tuple[bytes, int, int]] = []
+                size = 0
+                for event in batch:
+                    ts = event[7]
+                    size += len(event[6])
+                    for frame in frames(event, ident):
+                        ident += 1
+                        packets.append((frame, ts, len(frame)))
+                try:
+                    self._writer.write_packets(self._iface, packets)
+                    self.packets += len(packets)
+                except OSError as exc:
+                    self._fail(exc)
+                self._written_bytes += size
+            if stop:
+                return
+
+    def _fail(self, exc: OSError) -> None:
+        name = errno.errorcode.get(exc.errno or 0, "")
+        reason = exc.strerror or str(exc)
+        self.error = (f"recording to {self.path} stopped: {reason}"
+                      + (f" ({name})" if name else "")
+                      + f" after {self.packets} packets; the connections carry on")
+        if self.on_error is not None:
+            with contextlib.suppress(Exception):
+                self.on_error(self.error)
+
+    # -- lifecycle --------------------------------------------------------------------
+    def close(self, timeout: float = 30.0) -> None:
+        """Write what is queued, then close the file (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + timeout
+        while self._thread.is_alive():
+            try:
+                self._q.put(_STOP, timeout=0.1)
+                break
+            except queue.Full:
+                if time.monotonic() > deadline:
+                    break
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(OSError):
+            self._file.close()
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        import asyncio
+
+        await asyncio.to_thread(self.close, timeout)
+
+    def summary(self) -> str:
+        text = f"recorded {self.packets} packets to {self.path}"
+        if self.dropped:
+            text += (f"; {self.dropped} packets dropped (the writer could not keep up: "
+                     f"{self.dropped_events} relay chunks)")
+        return text
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Recorder {self.path} packets={self.packets} dropped={self.dropped}>"
+

@@ -1,0 +1,153 @@
+"""Relay taps that record: one per forwarded connection, two legs each.
+
+A forwarded TCP connection is two TCP connections on the wire, and the recording shows
+both, as ``tshark -i lo`` would:
+
+* the client leg, client ``host:port`` <-> the listener's ``host:port``, opened when the
+  forwarder admits the client;
+* the target leg, wirekit's outgoing ``host:port`` <-> the target, opened when the
+  forwarder's connect succeeds (:meth:`RecordingTap.target_connected`, the forwarder's one
+  hook).  Bytes the client sent before that (early data) are held until then, so they
+  follow the target leg's handshake.
+
+``up`` bytes are the clients' on both legs, ``down`` bytes the target's; ``b""`` (a
+half-close) is a FIN.  The forwarder's :class:`~wirekit.net.forward.ConnectionEnded` event
+ends both legs: FINs for an orderly close (closed, idle, shutdown), RST for a reset or a
+connect timeout.  UDP sessions are recorded on the client leg only (datagrams each way).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from wirekit.capture.flows import TcpLeg, UdpLeg
+
+if TYPE_CHECKING:
+    from wirekit.capture.recorder import Recorder
+    from wirekit.net.forward import ConnectionEnded, ConnInfo
+
+__all__ = ["RecordingTap", "forward_taps", "label"]
+
+_ORDERLY = ("closed", "idle", "shutdown")
+
+
+def label(host: str, port: int) -> str:
+    """The forwarder's ``client`` label for an address (``[v6]:port`` or ``v4:port``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _listen_host(listen: str, client: str) -> str:
+    ip = ipaddress.ip_address(listen)
+    if not ip.is_unspecified:
+        return listen
+    # Bound to every address: the client reached the one of its own family (loopback if
+    # the client is local).
+    c = ipaddress.ip_address(client)
+    if c.is_loopback:
+        return client if c.version == 4 else "::1"
+    return "127.0.0.1" if c.version == 4 else "::1"
+
+
+class RecordingTap:
+    """The tap of one forwarded connection (callable like any relay tap)."""
+
+    __slots__ = ("_held", "_rec", "client_leg", "inner", "target_leg", "udp")
+
+    def __init__(self, rec: Recorder, info: ConnInfo, inner: Callable[..., None] | None
+                 ) -> None:
+        self.inner = inner
+        client = (info.client.host, info.client.port)
+        server = (_listen_host(info.listen.host, info.client.host), info.listen.port)
+        self.udp: UdpLeg | None = None
+        self.client_leg: TcpLeg | None = None
+        self.target_leg: TcpLeg | None = None
+        self._held: list[tuple[str, bytes, int]] | None = []
+        if info.proto == "udp":
+            self.udp = rec.udp(client, server)
+            self._held = None
+        else:
+            self.client_leg = rec.tcp(client, server)
+            self.client_leg.open(time.time_ns())
+        self._rec = rec
+
+    def __call__(self, direction: str, data: bytes, ts: float) -> None:
+        if self.inner is not None:
+            self.inner(direction, data, ts)
+        ns = int(ts * 1e9)
+        side = "c" if direction == "up" else "s"
+        if self.udp is not None:
+            self.udp.data(side, data, ns)
+            return
+        leg = self.client_leg
+        if data:
+            leg.data(side, data, ns)  # type: ignore[union-attr]
+        else:
+            leg.fin(side, ns)  # type: ignore[union-attr]
+        if self._held is not None:
+            self._held.append((side, data, ns))
+            return
+        target = self.target_leg
+        if target is not None:
+            if data:
+                target.data(side, data, ns + 1)
+            else:
+                target.fin(side, ns + 1)
+
+    def target_connected(self, transport: Any) -> None:
+        """The forwarder reached the target with ``transport``: open the target leg."""
+        if self.udp is not None or self.target_leg is not None:
+            return
+        local = transport.get_extra_info("sockname")
+        remote = transport.get_extra_info("peername")
+        if not local or not remote:
+            self._held = None
+            return
+        leg = self._rec.tcp((str(local[0]), int(local[1])), (str(remote[0]), int(remote[1])))
+        opened = time.time_ns()
+        leg.open(opened)
+        self.target_leg = leg
+        held, self._held = self._held or [], None
+        for side, data, ns in held:  # early bytes: after the handshake in the file too
+            ns = max(ns, opened)
+            if data:
+                leg.data(side, data, ns + 1)
+            else:
+                leg.fin(side, ns + 1)
+
+    def ended(self, reason: str) -> None:
+        ns = time.time_ns()
+        self._held = None
+        orderly = reason in _ORDERLY
+        for leg, wirekit in ((self.client_leg, "s"), (self.target_leg, "c")):
+            if leg is None:
+                continue
+            if orderly:
+                leg.close(ns)
+            else:
+                leg.reset(wirekit, ns)
+
+
+def forward_taps(rec: Recorder, inner: Any = None,
+                 on_event: Callable[[ConnectionEnded], None] | None = None
+                 ) -> tuple[Callable[[ConnInfo], RecordingTap], Callable[[ConnectionEnded],
+                                                                         None]]:
+    """The ``(tap, on_event)`` pair for :func:`wirekit.forward` that records every
+    connection through ``rec`` (``inner`` and ``on_event`` still run)."""
+    live: dict[tuple[str, str], RecordingTap] = {}
+
+    def factory(info: ConnInfo) -> RecordingTap:
+        tap = RecordingTap(rec, info, inner(info) if inner is not None else None)
+        live[(info.proto, label(info.client.host, info.client.port))] = tap
+        return tap
+
+    def event(ev: ConnectionEnded) -> None:
+        tap = live.pop((ev.proto, ev.client), None)
+        if tap is not None:
+            tap.ended(ev.reason)
+        if on_event is not None:
+            on_event(ev)
+
+    return factory, event
