@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from wirekit.cli import _record as recording
+from wirekit.cli._record import record_option
 from wirekit.errors import UsageError
 from wirekit.net.acl import AccessList
 from wirekit.net.forward import ConnectionEnded, Forwarder, Rule, forward_rules
@@ -88,6 +90,7 @@ class _Output:
 @click.option("--hexdump", is_flag=True, help="Hexdump the traffic to stderr (>> up, << down).")
 @click.option("--splice", is_flag=True,
               help="Zero-copy TCP relay with os.splice (Linux): less CPU; no --hexdump.")
+@record_option
 @click.option("--stats", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="Print totals (open connections, bytes, rates) every S seconds.")
 @click.option("-q", "--quiet", is_flag=True, help="No status output (errors only).")
@@ -98,7 +101,8 @@ def forward(
     listen: str | None, target: str | None, rules: Sequence[str], config: str | None,
     max_conns: int, connect_timeout: float, idle_timeout: float, allow: Sequence[str],
     deny: Sequence[str], grace: float, udp_idle: float, workers: int, hexdump: bool,
-    splice: bool, stats: float | None, quiet: bool, verbose: bool, as_json: bool,
+    splice: bool, record: str | None, stats: float | None, quiet: bool, verbose: bool,
+    as_json: bool,
 ) -> None:
     """Forward connections from LISTEN to TARGET (TCP, or UDP with udp:// on both sides).
 
@@ -120,6 +124,7 @@ def forward(
       wirekit forward :8080 :80 --hexdump           # show the traffic, >> up, << down
       wirekit forward :8080 :80 --stats 5 --workers 2
       wirekit forward :8080 :80 --splice            # zero-copy, less CPU (Linux)
+      wirekit forward :8080 :80 --record fwd.pcapng # both legs, for Wireshark/tshark
     """
     limits = Limits(max_conns=max_conns, idle_timeout=idle_timeout, grace=grace,
                     acl=AccessList.from_strings(allow, deny))
@@ -135,8 +140,15 @@ def forward(
     if splice and hexdump:
         raise UsageError("--splice moves bytes inside the kernel: it cannot --hexdump them")
 
+    if record and (workers > 1 or splice):
+        raise UsageError("--record needs one process that sees the bytes: not with "
+                         "--workers or --splice")
     if workers == 1:
-        code = run(_serve(all_rules, options, out, stats=stats, socks=None))
+        recorder = options["record"] = recording.start(record)
+        try:
+            code = run(_serve(all_rules, options, out, stats=stats, socks=None))
+        finally:
+            recording.finish(recorder, quiet=quiet, as_json=as_json)
         raise click.exceptions.Exit(code)
 
     from wirekit.net import workers as wk
