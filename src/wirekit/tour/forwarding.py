@@ -56,7 +56,7 @@ def show_chunk(chunk: Chunk, width: int = 24) -> str:
     if printable >= len(head) * 0.9:
         shown = repr(head)[1:] + ("…" if len(data) > width else "")
     else:
-        shown = "hex " + head[:8].hex(" ") + " …"
+        shown = "hex " + head[:6].hex(" ") + " …"
     return f"{arrow} {len(data)} B {shown}"
 
 

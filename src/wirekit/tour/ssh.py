@@ -161,6 +161,8 @@ def _compare(n: Narrator, wire: Recorder, plain: Recorder, reply: bytes,
         raise AssertionError("the SSH leg carried nothing after the request was sent")
     if b"GET TIME" not in plain.joined(UPSTREAM) or reply not in plain.joined(DOWNSTREAM):
         raise AssertionError("the service leg did not carry the request and reply in clear")
+    n.say("(with AES-GCM, wirekit's first choice, each SSH packet's 4-byte length travels in "
+          "clear; the rest is ciphertext and a 16-byte authentication tag)")
     n.ok(f"SSH leg: SSH-2.0 banners, then ciphertext; 'GET TIME' and the time appear "
          f"nowhere in its {len(ssh_bytes)} bytes")
     n.ok("service leg: 'GET TIME' and the time in clear, as the chapter's FTP server sees "
@@ -173,7 +175,7 @@ def _ssh_leg_rows(wire: Recorder, sent_at: int) -> list[str]:
     rows = [show_chunk(c) for c in _banners(before)]
     handshake = sum(len(c.data) for c in before) - sum(
         len(c.data) for c in _banners(before))
-    rows.append(f"   key exchange, auth, channel: {handshake} B")
+    rows.append(f"   handshake and auth: {handshake} B")
     rows.append("   then GET TIME, encrypted:")
     rows += [show_chunk(c) for c in after[:ROWS - len(rows)]]
     return rows
