@@ -90,7 +90,11 @@ def _run_inspect(config: InspectConfig) -> None:
     if config.follow is not None and follow is None:
         raise UsageError(f"no {config.follow[0]} conversation {config.follow[1]} in "
                          f"{config.path} (it has {summary.ids[config.follow[0]]})")
-    if config.json:
+    if config.json and follow is None and not out.isatty():
+        # The compact report, written without building the document first.
+        out.writelines(render.summary_json_text(summary))
+        out.write("\n")
+    elif config.json:
         doc = render.summary_json(summary)
         if follow is not None:
             doc["follow"] = render.follow_json(follow)

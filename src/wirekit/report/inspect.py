@@ -33,13 +33,16 @@ JSON schema (stable; every key always present):
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from json.encoder import encode_basestring_ascii as _jstr  # type: ignore[attr-defined]
 from typing import Any
 
 from wirekit.dissect.conversations import Conversation
 from wirekit.dissect.summary import Summary
 from wirekit.report.hexdump import hexdump
 
-__all__ = ["follow_json", "follow_text", "summary_json", "summary_text"]
+__all__ = ["follow_json", "follow_text", "summary_json", "summary_json_text", "summary_text"]
 
 
 def _rel(summary: Summary, conv: Conversation) -> tuple[float, float]:
@@ -77,6 +80,89 @@ def summary_json(summary: Summary) -> dict[str, Any]:
         "dns": summary.dns,
         "error": error,
     }
+
+
+# -- the compact JSON text, written directly ------------------------------------------------
+#
+# ``summary_json_text`` yields exactly ``json.dumps(summary_json(s), separators=(",", ":"))``
+# in pieces, without building the document first: one ``%`` template per conversation and
+# per HTTP exchange (the bulk of a big capture), the stdlib encoder for everything else.
+# A capture repeats header lists (the HTTP head cache hands out the same tuples), so their
+# encodings are memoised.
+
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+_CONV = ('{"id":%d,"proto":%s,"client":%s,"server":%s,'
+         '"packets":{"client_to_server":%d,"server_to_client":%d,"total":%d},'
+         '"bytes":{"client_to_server":%d,"server_to_client":%d,"total":%d},'
+         '"start":%r,"duration":%r,"opened":%s,"closed":%s,"retransmissions":%d,'
+         '"app":%s,"app_detail":%s}')
+_HTTP = ('{"conversation":%d,"method":%s,"uri":%s,"host":%s,"version":%s,'
+         '"request_headers":%s,"request_body_size":%s,"status":%s,"reason":%s,'
+         '"response_headers":%s,"response_body_size":%s}')
+_HEADERS_MEMO: dict[tuple[tuple[str, str], ...], str] = {}
+
+
+def _opt_str(value: str | None) -> str:
+    return "null" if value is None else _jstr(value)
+
+
+def _opt_int(value: int | None) -> str:
+    return "null" if value is None else "%d" % value  # noqa: UP031
+
+
+def _headers(headers: tuple[tuple[str, str], ...]) -> str:
+    text = _HEADERS_MEMO.get(headers)
+    if text is None:
+        text = "[" + ",".join(f"[{_jstr(k)},{_jstr(v)}]" for k, v in headers) + "]"
+        if len(_HEADERS_MEMO) >= 1024:
+            _HEADERS_MEMO.clear()
+        _HEADERS_MEMO[headers] = text
+    return text
+
+
+def _conversation_text(first: int | None, conv: Conversation) -> str:
+    begin = first or conv.first_ns
+    p, b = conv.packets, conv.bytes
+    detail = conv.app_detail
+    return _CONV % (
+        conv.id, _jstr(conv.proto), _jstr(conv.client_text), _jstr(conv.server_text),
+        p[0], p[1], p[0] + p[1], b[0], b[1], b[0] + b[1],
+        round((conv.first_ns - begin) / 1e9, 9), round((conv.last_ns - conv.first_ns) / 1e9, 9),
+        _opt_str(conv.opened_state), _opt_str(conv.closed_state), conv.retransmissions,
+        _opt_str(conv.app), _ENCODE(detail) if detail else "{}")
+
+
+def _http_text(e: dict[str, Any]) -> str:
+    if type(e["request_headers"]) is not tuple or type(e["response_headers"]) is not tuple:
+        return _ENCODE(e)
+    return _HTTP % (
+        e["conversation"], _opt_str(e["method"]), _opt_str(e["uri"]), _opt_str(e["host"]),
+        _opt_str(e["version"]), _headers(e["request_headers"]),
+        _opt_int(e["request_body_size"]), _opt_int(e["status"]), _opt_str(e["reason"]),
+        _headers(e["response_headers"]), _opt_int(e["response_body_size"]))
+
+
+def _list_text(items: list[Any], one: Any) -> Iterator[str]:
+    for i, item in enumerate(items):
+        yield ("," if i else "") + one(item)
+
+
+def summary_json_text(summary: Summary) -> Iterator[str]:
+    """The compact JSON report (``summary_json``, ``separators=(",", ":")``), in pieces."""
+    error = None
+    if summary.error is not None:
+        error = {"message": str(summary.error),
+                 "offset": getattr(summary.error, "offset", None)}
+    first = summary.first_ns
+    yield '{"packets":%d,"conversations":[' % summary.packets  # noqa: UP031
+    yield from _list_text(summary.conversations, lambda c: _conversation_text(first, c))
+    yield '],"tls":['
+    yield from _list_text(summary.tls, _ENCODE)
+    yield '],"http":['
+    yield from _list_text(summary.http, _http_text)
+    yield '],"dns":['
+    yield from _list_text(summary.dns, _ENCODE)
+    yield '],"error":' + _ENCODE(error) + "}"
 
 
 def _size(n: int) -> str:
