@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import wirekit
 from wirekit.net.forward import ConnectionEnded, ConnInfo
-from wirekit.net.relay import UPSTREAM, Tap
+from wirekit.net.relay import DOWNSTREAM, UPSTREAM, Tap
 from wirekit.tour.basics import _check_ctime
 from wirekit.tour.narrator import Narrator
 
@@ -82,15 +82,15 @@ async def forwarded_time(n: Narrator) -> None:
                                     on_event=on_event)
         try:
             n.say(f"listening on {fwd.address}, forwarding to {target}")
-            await _talk(n, fwd.address.hostport)
+            reply = await _talk(n, fwd.address.hostport)
             await asyncio.wait_for(done.wait(), 5)
         finally:
             await fwd.aclose(1.0)
         _show_connection(n, ended[0])
-        _show_tap(n, recorder)
+        _show_tap(n, recorder, reply)
 
 
-async def _talk(n: Narrator, via: str) -> None:
+async def _talk(n: Narrator, via: str) -> bytes:
     n.step("The client talks to the forward as if it were the service")
     n.command(f"wirekit connect {via} --send 'GET TIME' --no-stdin")
     async with await wirekit.connect(f"tcp://{via}") as conn:
@@ -108,6 +108,7 @@ async def _talk(n: Narrator, via: str) -> None:
         rest = await conn.recv(timeout=5)
         if rest:
             raise AssertionError(f"expected the service to close, got {rest!r}")
+    return reply
 
 
 def _show_connection(n: Narrator, ev: ConnectionEnded) -> None:
@@ -122,12 +123,12 @@ def _show_connection(n: Narrator, ev: ConnectionEnded) -> None:
          f"{ev.bytes_down} B down (the time)")
 
 
-def _show_tap(n: Narrator, recorder: Recorder) -> None:
+def _show_tap(n: Narrator, recorder: Recorder, reply: bytes) -> None:
     n.step("What the forwarder saw: every chunk, in the clear (>> client to service, "
            "<< back)")
     for chunk in recorder.chunks[:8]:
         n.say(show_chunk(chunk))
-    if b"GET TIME" not in recorder.joined(UPSTREAM):
-        raise AssertionError("the tap did not see the request")
+    if b"GET TIME" not in recorder.joined(UPSTREAM) or reply not in recorder.joined(DOWNSTREAM):
+        raise AssertionError("the tap did not see the request and the reply")
     n.ok("a forwarder (or anyone on its path) reads the request and the reply: plaintext, "
          "like the chapter's FTP password")
