@@ -1,0 +1,146 @@
+"""Recordings made by ``forward(record=...)`` read by the real tshark: its conversation list,
+``follow,tcp,raw`` stream bytes, checksums and sequence analysis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import wirekit
+from conftest import need_peer
+from wirekit.capture.recorder import Recorder
+
+CONV = re.compile(r"^(\S+):(\d+)\s+<->\s+(\S+):(\d+)\s")
+
+
+def tshark(*args: str) -> str:
+    proc = subprocess.run([need_peer("tshark"), *args], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def conversations(path: Path) -> set[frozenset[tuple[str, int]]]:
+    out = set()
+    for line in tshark("-r", str(path), "-q", "-z", "conv,tcp").splitlines():
+        m = CONV.match(line)
+        if m:
+            out.add(frozenset({(m[1], int(m[2])), (m[3], int(m[4]))}))
+    return out
+
+
+def follow(path: Path, streams: int) -> list[tuple[tuple[str, int], bytes, bytes]]:
+    """``-z follow,tcp,raw,N`` for streams 0..N-1 in one tshark run: per stream (node 0,
+    bytes node 0 sent, bytes node 1 sent)."""
+    args = ["-r", str(path), "-q"]
+    for n in range(streams):
+        args += ["-z", f"follow,tcp,raw,{n}"]
+    text = tshark(*args)
+    out = {}
+    for section in text.split("Follow: tcp,raw")[1:]:
+        stream = int(re.search(r"tcp.stream eq (\d+)", section)[1])  # type: ignore[index]
+        node0 = re.search(r"Node 0: (\S+):(\d+)", section)
+        assert node0, section
+        sent: dict[int, list[bytes]] = {0: [], 1: []}
+        body = section.split("Node 1:", 1)[1].split("\n", 1)[1]
+        for line in body.splitlines():
+            if not line.strip() or line.startswith("="):
+                continue
+            sent[1 if line.startswith("\t") else 0].append(bytes.fromhex(line.strip()))
+        out[stream] = ((node0[1], int(node0[2])), b"".join(sent[0]), b"".join(sent[1]))
+    assert sorted(out) == list(range(streams)), text[:2000]
+    return [out[n] for n in range(streams)]
+
+
+@contextlib.asynccontextmanager
+async def upper_server() -> AsyncIterator[int]:
+    """Answers each connection's bytes upper-cased, then closes."""
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        data = await r.read()
+        w.write(data.upper())
+        await w.drain()
+        w.close()
+
+    srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield int(srv.sockets[0].getsockname()[1])
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def client(port: int, payload: bytes) -> tuple[int, bytes]:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    cport = w.get_extra_info("sockname")[1]
+    w.write(payload)
+    await w.drain()
+    w.write_eof()
+    got = await asyncio.wait_for(r.read(), 10)
+    w.close()
+    await w.wait_closed()
+    return cport, got
+
+
+async def test_tshark_reads_a_recorded_forward(tmp_path: Path) -> None:
+    need_peer("tshark")
+    path = tmp_path / "fwd.pcapng"
+    payloads = [os.urandom(n) + b"end" for n in (10, 70_000, 140_000, 1)]
+    events: list[object] = []
+    rec = Recorder(path)
+    async with upper_server() as port:
+        fwd = await wirekit.forward(":0", f"127.0.0.1:{port}", record=rec,
+                                    on_event=events.append)
+        try:
+            results = await asyncio.gather(*(client(fwd.address.port, p) for p in payloads))
+            while len(events) < len(payloads):
+                await asyncio.sleep(0.01)
+        finally:
+            await fwd.aclose(0)
+    rec.close()
+    lport = fwd.address.port
+    for (_, got), sent in zip(results, payloads, strict=True):
+        assert got == sent.upper()
+
+    convs = conversations(path)
+    assert len(convs) == 2 * len(payloads)
+    for cport, _ in results:
+        assert frozenset({("127.0.0.1", cport), ("127.0.0.1", lport)}) in convs
+    assert sum(1 for c in convs if ("127.0.0.1", port) in c) == len(payloads)
+
+    # Every stream, each way, carries exactly what went through wirekit.
+    seen = []
+    for node0, zero_sent, one_sent in follow(path, len(convs)):
+        # node 0 is the side that sent the SYN: the client of that leg
+        seen.append((zero_sent, one_sent))
+        assert node0[1] != port and node0[1] != lport
+    for sent in payloads:
+        assert seen.count((sent, sent.upper())) == 2  # client leg and target leg
+
+    # Sequence analysis finds nothing to complain about; checksums are right.
+    assert tshark("-r", str(path), "-Y", "tcp.analysis.flags") == ""
+    status = tshark("-r", str(path), "-o", "tcp.check_checksum:TRUE", "-o",
+                    "ip.check_checksum:TRUE", "-T", "fields", "-e", "tcp.checksum.status",
+                    "-e", "ip.checksum.status").split()
+    assert status and set(status) == {"1"}  # 1 = Good
+
+
+async def test_tshark_sees_the_gap_of_dropped_packets(tmp_path: Path) -> None:
+    need_peer("tshark")
+    path = tmp_path / "gap.pcapng"
+    rec = Recorder(path, max_bytes=1)  # every data chunk is dropped, sequence numbers advance
+    async with upper_server() as port:
+        fwd = await wirekit.forward(":0", f"127.0.0.1:{port}", record=rec)
+        try:
+            _, got = await client(fwd.address.port, b"hello")
+        finally:
+            await fwd.aclose(0)
+    rec.close()
+    assert got == b"HELLO" and rec.dropped > 0
+    flagged = tshark("-r", str(path), "-Y", "tcp.analysis.ack_lost_segment or "
+                     "tcp.analysis.lost_segment", "-T", "fields", "-e", "frame.number")
+    assert flagged.split(), "tshark should flag the gap the dropped data left"
