@@ -96,7 +96,7 @@ async def _talk(n: Narrator, via: str) -> bytes:
     async with await wirekit.connect(f"tcp://{via}") as conn:
         await conn.send(b"GET TIME")
         n.sent(b"GET TIME")
-        reply = await conn.recv(timeout=5)
+        reply: bytes = await conn.recv(timeout=5)
         n.received(reply, "server")
         try:
             stamp = _check_ctime(reply)
