@@ -25,8 +25,11 @@ def tour(only: str | None) -> None:
     narrator = Narrator()
     result = run(run_tour(narrator, only))
     narrator.console.rule()
+    for title, reason in result.skipped:
+        narrator.console.print(f"[yellow]skipped:[/] {title}: {reason}")
     if result.ok:
-        narrator.console.print(f"[green]All {len(result.passed)} sections worked.[/]")
+        skipped = f" ({len(result.skipped)} skipped)" if result.skipped else ""
+        narrator.console.print(f"[green]All {len(result.passed)} sections worked{skipped}.[/]")
         return
     for title, reason in result.failed:
         narrator.console.print(f"[red]failed:[/] {title}: {reason}")

@@ -50,6 +50,10 @@ async def run_tour(narrator: Narrator, only: str | None = None) -> TourResult:
         except (WirekitError, OSError, AssertionError) as exc:
             narrator.fail(str(exc) or type(exc).__name__)
             result.failed.append((title, str(exc)))
+        except Exception as exc:  # a bug in a section fails it; the other sections still run
+            reason = f"{type(exc).__name__}: {exc}"
+            narrator.fail(f"unexpected error: {reason}")
+            result.failed.append((title, reason))
         else:
             result.passed.append(title)
     return result
