@@ -283,14 +283,22 @@ class Decoder:
                 epb = _S[self.bo]["epb"].unpack_from
                 ns = self._ns
                 ifaces = self.interfaces
+                nif = len(ifaces)
+                # Per interface: link type and whole nanoseconds per tick (0: use _ns).
+                fast = [(i.linktype, 1_000_000_000 // i.tsresol
+                         if not i.tsoffset and not 1_000_000_000 % i.tsresol else 0)
+                        for i in ifaces]
                 while end - off >= 32:
                     btype, blen, iface_id, hi, lo, caplen, orig = epb(buf, off)
                     if btype != BLOCK_EPB or caplen > blen - 32 or end - off < blen:
                         break
-                    if blen % 4 or iface_id >= len(ifaces):
+                    if blen % 4 or iface_id >= nif:
                         break  # let step() produce the precise error
-                    iface = ifaces[iface_id]
-                    yield ns(iface, (hi << 32) | lo), iface.linktype, off + 28, caplen, orig
+                    lt, tick = fast[iface_id]
+                    if tick:
+                        yield ((hi << 32) | lo) * tick, lt, off + 28, caplen, orig
+                    else:
+                        yield ns(ifaces[iface_id], (hi << 32) | lo), lt, off + 28, caplen, orig
                     off += blen
             elif self.format == "pcap":
                 rec = _S[self.bo]["rec"].unpack_from
