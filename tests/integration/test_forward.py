@@ -293,7 +293,7 @@ def test_sigint_exits_130(wirekit_proc, echo_target) -> None:
         (["forward", ":0", "udp://127.0.0.1:9"], "both sides must be tcp:// or both udp://"),
         (["forward", "-f", ":0"], "-f wants LISTEN=TARGET"),
         (["forward", ":0", "127.0.0.1:0"], "needs a port other than 0"),
-        (["forward", ":0", "tls://127.0.0.1:5"], "tls:// is not supported here"),
+        (["forward", ":0", "unix:/tmp/wk.sock"], "unix:// is not supported here"),
     ],
 )
 def test_usage_errors(argv: list[str], message: str, capsys) -> None:

@@ -18,6 +18,8 @@ def test_rule_parse_defaults_loopback_and_scheme() -> None:
     assert (rule.target.host, rule.target.port) == ("example.org", 80)
     udp = Rule.parse("udp://:5353", "127.0.0.1:53")  # the target takes the listen scheme
     assert udp.target.scheme == "udp"
+    tls = Rule.parse("tls://:8443", ":80")  # a tls:// listener forwards to plain TCP
+    assert (tls.listen.scheme, tls.target.scheme) == ("tls", "tcp")
 
 
 @pytest.mark.parametrize(
@@ -25,7 +27,8 @@ def test_rule_parse_defaults_loopback_and_scheme() -> None:
     [
         (":1", "udp://h:2", "both sides must be tcp:// or both udp://"),
         (":1", "h:0", "port other than 0"),
-        ("tls://:1", "h:2", "tls:// is not supported here"),
+        ("tls://:1", "udp://h:2", "both sides must be tcp:// or both udp://"),
+        ("unix:/tmp/x", "h:2", "unix:// is not supported here"),
         (":1", "h", "has no port"),
     ],
 )

@@ -30,11 +30,14 @@ from wirekit.net.relay import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER, UPSTREAM, R
 if TYPE_CHECKING:
     from wirekit.capture.recorder import Recorder
 
+if TYPE_CHECKING:
+    from wirekit.net.forward_tls import ListenTLS, TargetTLS
+
 __all__ = ["ConnInfo", "ConnectionEnded", "Forwarder", "Rule", "forward", "forward_rules"]
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_UDP_IDLE = 60.0
-SCHEMES = ("tcp", "udp")
+SCHEMES = ("tcp", "udp", "tls")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +82,12 @@ class Rule:
     @classmethod
     def parse(cls, listen: str, target: str, **settings: object) -> Rule:
         lst = parse_address(listen, schemes=SCHEMES)
-        tgt = parse_address(target, default_scheme=lst.scheme, schemes=SCHEMES)
-        if lst.scheme != tgt.scheme:
+        tgt = parse_address(target, default_scheme="udp" if lst.scheme == "udp" else "tcp",
+                            schemes=SCHEMES)
+        if (lst.scheme == "udp") != (tgt.scheme == "udp"):
             raise UsageError(
                 f"cannot forward {lst.scheme}:// to {tgt.scheme}:// ({listen} -> {target}): "
-                "both sides must be tcp:// or both udp://"
+                "both sides must be tcp:// or both udp:// (tls:// counts as tcp://)"
             )
         if tgt.port == 0:
             raise UsageError(f"target {target!r} needs a port other than 0")
@@ -323,6 +327,8 @@ async def forward(
     low_water: int = DEFAULT_LOW_WATER,
     splice: bool = False,
     record: Recorder | None = None,
+    listen_tls: ListenTLS | None = None,
+    target_tls: TargetTLS | None = None,
 ) -> Forwarder:
     """Start forwarding ``listen`` to ``target`` and return the running forwarder.
 
@@ -334,6 +340,11 @@ async def forward(
     :mod:`wirekit.net.splice_relay`.  ``on_event`` gets a
     :class:`ConnectionEnded` for every finished (or rejected) connection.  ``record`` (a
     :class:`wirekit.capture.recorder.Recorder`) writes every connection to a pcapng file.
+
+    A ``tls://`` LISTEN terminates TLS (``listen_tls``: certificate, client CA...; by
+    default a certificate issued on the fly by the local CA) and a ``tls://`` TARGET
+    originates verified TLS (``target_tls``: --ca, --sni, --insecure...), see
+    :mod:`wirekit.net.forward_tls`.  A failed handshake ends with reason ``tls failed``.
     """
     rule = _rule(listen, target)
     limits = limits or Limits()
@@ -351,6 +362,21 @@ async def forward(
         return udp  # type: ignore[return-value]
     if connect_timeout is None or connect_timeout <= 0:
         raise UsageError("the connect timeout must be a positive number of seconds")
+    if "tls" in (rule.listen.scheme, rule.target.scheme):
+        from wirekit.net.forward_tls import ListenTLS, TargetTLS, TLSForwarder
+
+        if splice:
+            raise UsageError("splice forwarding cannot carry TLS (the bytes never reach "
+                             "wirekit to be encrypted)")
+        tls_fwd = TLSForwarder(
+            rule.listen, rule.target, limits=limits, connect_timeout=connect_timeout,
+            on_event=on_event, tap=tap, high_water=high_water, low_water=low_water,
+            listen_tls=(listen_tls or ListenTLS()) if rule.listen.scheme == "tls" else None,
+            target_tls=(target_tls or TargetTLS()) if rule.target.scheme == "tls" else None)
+        await tls_fwd._start(sock, reuse_port)
+        return tls_fwd
+    if listen_tls is not None or target_tls is not None:
+        raise UsageError(f"TLS settings need a tls:// side ({rule.listen} -> {rule.target})")
     cls = Forwarder
     if splice:
         # Zero-copy (Linux): bytes never reach Python, so there is no tap or hexdump.
@@ -383,13 +409,18 @@ async def forward_rules(
     started: list[Forwarder] = []
     try:
         for i, rule in enumerate(rules):
+            per_rule = dict(options)  # TLS settings go to the rules with a tls:// side
+            if rule.listen.scheme != "tls":
+                per_rule.pop("listen_tls", None)
+            if rule.target.scheme != "tls":
+                per_rule.pop("target_tls", None)
             started.append(await forward(
                 rule.listen, rule.target,
                 limits=rule.limits or limits,
                 connect_timeout=rule.connect_timeout or connect_timeout,
                 udp_idle=rule.udp_idle or udp_idle,
                 sock=(socks or {}).get(i),
-                **options,  # type: ignore[arg-type]
+                **per_rule,  # type: ignore[arg-type]
             ))
     except BaseException:
         for fwd in started:
@@ -400,7 +431,8 @@ async def forward_rules(
 
 def _rule(listen: str | Address, target: str | Address) -> Rule:
     if isinstance(listen, Address) and isinstance(target, Address):
-        if listen.scheme != target.scheme or listen.scheme not in SCHEMES:
+        if ((listen.scheme == "udp") != (target.scheme == "udp")
+                or listen.scheme not in SCHEMES or target.scheme not in SCHEMES):
             raise UsageError(f"cannot forward {listen} to {target}")
         return Rule(listen, target)
     return Rule.parse(str(listen), str(target))

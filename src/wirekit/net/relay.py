@@ -33,6 +33,12 @@ The relay is finished once both transports are lost (or the target never connect
 then ``on_done(relay)`` runs exactly once.  ``reason`` says how it ended: closed, reset,
 refused, timeout, idle, shutdown.
 
+TLS ends.  An end whose transport is TLS (``client_tls``/``target_tls``) uses the
+``_TLS*`` variants of the classes below: the same hot path, but ``eof_received`` returns
+False, since a TLS transport closes itself on the peer's close_notify anyway (uvloop
+warns when told otherwise).  TLS transports cannot ``write_eof``: an EOF relayed towards
+one closes it (close_notify after what is buffered), see :mod:`wirekit.net.forward_tls`.
+
 Tap.  ``tap(direction, data, timestamp)`` sees every chunk, the same bytes object that is
 written (no copy), with ``time.time()``; ``data == b""`` marks a half-close (FIN) in that
 direction.  Without a tap the plain :class:`_End` class is used: no per-chunk cost at all.
@@ -140,6 +146,7 @@ class _Pending(_Base):
     """An end whose transport is up but whose peer is not connected yet."""
 
     __slots__ = ()
+    tls = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -151,6 +158,31 @@ class _Pending(_Base):
         # uvloop may deliver data although reading is paused: keep it for the peer.
         self.relay.early.append(data)
         self.transport.pause_reading()  # type: ignore[union-attr]
+
+
+class _TLSMixin:
+    __slots__ = ()
+    tls = True
+
+    def eof_received(self) -> bool:
+        _Base.eof_received(self)  # type: ignore[arg-type]
+        return False  # the TLS transport shuts itself down after close_notify
+
+
+class _TLSEnd(_TLSMixin, _End):
+    __slots__ = ()
+
+
+class _TLSTappedEnd(_TLSMixin, _TappedEnd):
+    __slots__ = ()
+
+
+class _TLSPending(_TLSMixin, _Pending):
+    __slots__ = ()
+
+
+_JOINED = {(False, False): _End, (False, True): _TappedEnd,
+           (True, False): _TLSEnd, (True, True): _TLSTappedEnd}
 
 
 class Relay:
@@ -176,6 +208,8 @@ class Relay:
         tap: Tap | None = None,
         high: int = DEFAULT_HIGH_WATER,
         low: int = DEFAULT_LOW_WATER,
+        client_tls: bool = False,
+        target_tls: bool = False,
     ) -> None:
         self.client = client
         self.target = target
@@ -189,8 +223,8 @@ class Relay:
         self.ended = 0.0
         self.reason = ""
         self.detail = ""
-        self._client = _Pending(self, UPSTREAM)
-        self._target = _Pending(self, DOWNSTREAM)
+        self._client = (_TLSPending if client_tls else _Pending)(self, UPSTREAM)
+        self._target = (_TLSPending if target_tls else _Pending)(self, DOWNSTREAM)
         self._done = False
 
     # -- what the owner uses ----------------------------------------------------------
@@ -274,9 +308,9 @@ class Relay:
             # The client left (or we gave up) while we were connecting.
             target.transport.close()  # type: ignore[union-attr]
             return
-        cls = _TappedEnd if self.tap is not None else _End
-        client.__class__ = cls  # type: ignore[assignment]
-        target.__class__ = cls  # type: ignore[assignment]
+        tapped = self.tap is not None
+        client.__class__ = _JOINED[client.tls, tapped]  # type: ignore[assignment,index]
+        target.__class__ = _JOINED[target.tls, tapped]  # type: ignore[assignment,index]
         # uvloop caches the protocol's bound methods: make it look them up again.
         client.transport.set_protocol(client)  # type: ignore[union-attr]
         target.transport.set_protocol(target)  # type: ignore[union-attr]
