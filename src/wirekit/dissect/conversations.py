@@ -120,11 +120,8 @@ class Conversation:
             r = self.reasm[d]
             if r is None:
                 # In-order data (the common case) needs no reassembler: append it.
-                e = self.exp[d]
+                e = self.in_order_seq(d, seq)
                 kept = self.kept[d]
-                if e is None:
-                    base = self.base[d]
-                    e = seq if base is None or base == seq else (base + 1) & _MASK
                 if seq == e:
                     self.exp[d] = (seq + plen) & _MASK
                     if not self.follow:
@@ -145,6 +142,15 @@ class Conversation:
             if chunks:
                 self.chunks.extend((d, c) for c in chunks)
                 self.kept[d] = r.delivered
+
+    def in_order_seq(self, d: int, seq: int) -> int:
+        """The sequence number of the next in-order byte of direction ``d`` (before any
+        reassembler takes over); ``seq`` is the segment's, used before the first one."""
+        e = self.exp[d]
+        if e is None:
+            base = self.base[d]
+            e = seq if base is None or base == seq else (base + 1) & _MASK
+        return e
 
     def wants_payload(self, d: int) -> bool:
         return self.reasm is not None and (self.follow or self.kept[d] < self.app_limit)

@@ -235,6 +235,20 @@ class Summary:
                         conv.packets[d] += 1
                         conv.bytes[d] += orig
                         conv.nxt[d] = (seq + plen) & _MASK
+                    elif (not flags & 0x07 and conv.state == 7 and plen > 0
+                            and conv.reasm is not None and conv.reasm[d] is None
+                            and conv.nxt[d] is not None
+                            and 0 < ((seq + plen - conv.nxt[d]) & _MASK) < _HALF
+                            and (conv.follow or conv.kept[d] + plen <= conv.app_limit)
+                            and seq == conv.in_order_seq(d, seq)):
+                        # New in-order data that is kept whole for analysis: what
+                        # Conversation.tcp would do, inline.
+                        conv.last_ns = ts
+                        conv.packets[d] += 1
+                        conv.bytes[d] += orig
+                        conv.nxt[d] = conv.exp[d] = (seq + plen) & _MASK
+                        conv.chunks.append((d, bytes(buf[pstart:ipend])))
+                        conv.kept[d] += plen
                     else:
                         if plen < 0:
                             plen = 0
