@@ -149,7 +149,7 @@ class HttpParser:
         while True:
             state = self._state
             if state == "HEAD":
-                if not self._parse_head():
+                if self._pos >= len(self._buf) or not self._parse_head():
                     return
             elif state == "BODY_LENGTH":
                 take = min(self._remaining, len(self._buf) - self._pos)
