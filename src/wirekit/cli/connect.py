@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from wirekit.address import Address, parse_address
+from wirekit.cli.tlsopts import alpn_list, client_options
 from wirekit.errors import UsageError
 from wirekit.escapes import unescape
 from wirekit.net import session
@@ -241,23 +242,7 @@ and keeps printing until the server closes, like openssl s_client -quiet (-ign_e
                    f"each reply before resending (default {UDP_TIMEOUT:g}).")
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               metavar="N", help="UDP: resend a datagram up to N times when no reply comes.")
-@click.option("--ca", metavar="FILE", type=click.Path(dir_okay=False),
-              help="TLS: trust the roots in FILE instead of the system's.")
-@click.option("--insecure", is_flag=True,
-              help="TLS: do not verify the certificate (says so on stderr).")
-@click.option("--sni", metavar="NAME", help="TLS: name to send as SNI and to check the "
-              "certificate against (default: the host; none for an IP address).")
-@click.option("--no-sni", is_flag=True, help="TLS: send no SNI (the host is still checked).")
-@click.option("--alpn", metavar="PROTO[,PROTO]", multiple=True,
-              help="TLS: offer ALPN protocols, e.g. h2,http/1.1.")
-@click.option("--min-version", type=click.Choice(["1.2", "1.3"]), help="TLS: lowest version.")
-@click.option("--max-version", type=click.Choice(["1.2", "1.3"]), help="TLS: highest version.")
-@click.option("--cert", metavar="FILE", type=click.Path(dir_okay=False),
-              help="TLS: client certificate (PEM, may include the key).")
-@click.option("--key", metavar="FILE", type=click.Path(dir_okay=False),
-              help="TLS: private key of the client certificate.")
-@click.option("--keylog", metavar="FILE", type=click.Path(dir_okay=False),
-              help="TLS: write NSS key-log lines for Wireshark (SSLKEYLOGFILE is honoured).")
+@client_options()
 @click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr (errors only).")
 @click.option("-v", "--verbose", is_flag=True, help="More status: local address, byte counts.")
 def connect(
@@ -293,9 +278,8 @@ def connect(
     session is interactive: type a line, see the reply.
     """
     addr = parse_address(address, schemes=("tcp", "udp", "tls"))
-    tls: TLSOptions | None = TLSOptions(ca, insecure, cert, key, sni, no_sni,
-                     tuple(p.strip() for item in alpn for p in item.split(",") if p.strip()),
-                     min_version, max_version, keylog)
+    tls: TLSOptions | None = TLSOptions(ca, insecure, cert, key, sni, no_sni, alpn_list(alpn),
+                                        min_version, max_version, keylog)
     if addr.scheme != "tls":
         if tls != TLSOptions():
             raise UsageError(f"TLS options need a tls:// address, not {addr}")

@@ -18,6 +18,7 @@ import click
 
 from wirekit.cli import _record as recording
 from wirekit.cli._record import record_option
+from wirekit.cli.tlsopts import alpn_list, options
 from wirekit.errors import UsageError
 from wirekit.net.acl import AccessList
 from wirekit.net.forward import ConnectionEnded, Forwarder, Rule, forward_rules
@@ -93,6 +94,27 @@ class _Output:
 @record_option
 @click.option("--stats", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="Print totals (open connections, bytes, rates) every S seconds.")
+@options(
+    cert="tls:// LISTEN: the server's certificate chain (PEM; default: one issued on the "
+         "fly by the local CA, see --ca-dir). Only TARGET tls://: the client certificate.",
+    key="Private key of --cert.",
+    ca_dir="tls:// LISTEN without --cert: the local CA that issues the certificate "
+           "(default: wirekit cert's; created when missing).",
+    client_ca="tls:// LISTEN: ask clients for a certificate issued by the roots in FILE.",
+    require_client_cert="tls:// LISTEN: refuse clients without a valid certificate "
+                        "(needs --client-ca).",
+    ca="tls:// TARGET: trust the roots in FILE instead of the system's.",
+    insecure="tls:// TARGET: do not verify its certificate (says so on stderr).",
+    sni="tls:// TARGET: name to send as SNI and to check its certificate against "
+        "(default: the target host; none for an IP address).",
+    target_cert="tls:// TARGET when LISTEN is tls:// too: the client certificate (PEM).",
+    target_key="Private key of --target-cert.",
+    alpn="TLS (each tls:// side): ALPN protocols, e.g. http/1.1.",
+    min_version="TLS (each tls:// side): lowest version.",
+    max_version="TLS (each tls:// side): highest version.",
+    keylog="TLS: write NSS key-log lines for Wireshark (SSLKEYLOGFILE is honoured).",
+    handshake_timeout="TLS: give up on a handshake that takes longer.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No status output (errors only).")
 @click.option("-v", "--verbose", is_flag=True, help="More detail (a summary at exit).")
 @click.option("--json", "as_json", is_flag=True,
@@ -102,7 +124,7 @@ def forward(
     max_conns: int, connect_timeout: float, idle_timeout: float, allow: Sequence[str],
     deny: Sequence[str], grace: float, udp_idle: float, workers: int, hexdump: bool,
     splice: bool, record: str | None, stats: float | None, quiet: bool, verbose: bool,
-    as_json: bool,
+    as_json: bool, **tls: Any,
 ) -> None:
     """Forward connections from LISTEN to TARGET (TCP, or UDP with udp:// on both sides).
 
@@ -124,19 +146,36 @@ def forward(
       wirekit forward :8080 :80 --hexdump           # show the traffic, >> up, << down
       wirekit forward :8080 :80 --stats 5 --workers 2
       wirekit forward :8080 :80 --splice            # zero-copy, less CPU (Linux)
+      wirekit forward tls://0.0.0.0:990 :21 --cert ftp.pem --key ftp-key.pem
+      wirekit forward tls://:8443 :8080             # certificate from the local CA
+      wirekit forward tls://:8443 :80 --client-ca ca.pem --require-client-cert
+      wirekit forward :1143 tls://mail.example.org:993     # verified TLS to the target
+      wirekit forward :8080 tls://10.0.0.5:443 --ca ca.pem --sni internal.test
       wirekit forward :8080 :80 --record fwd.pcapng # both legs, for Wireshark/tshark
+
+    \b
+    TLS (stunnel's two modes): tls://LISTEN terminates TLS in front of a plaintext
+    TARGET; tls://TARGET originates TLS, verified like wirekit tls: a target whose
+    certificate is not trusted resets the client at once and its connection line says
+    why ("tls failed (certificate of ... not trusted: ...)").  A client's failed
+    handshake is one "tls failed" line with the reason.  TLS has no half-close here: a
+    FIN from a plaintext side becomes close_notify (after what is buffered) and what the
+    TLS side sends after that is dropped; a close_notify from a TLS side becomes a FIN,
+    then the connection closes.  Resets are passed on as resets.
     """
     limits = Limits(max_conns=max_conns, idle_timeout=idle_timeout, grace=grace,
                     acl=AccessList.from_strings(allow, deny))
     all_rules = _collect_rules(listen, target, rules, config, limits)
     out = _Output(quiet=quiet, verbose=verbose, as_json=as_json)
+    listen_tls, target_tls = _tls_settings(all_rules, tls, out)
     for rule in all_rules:
-        if not rule.listen.is_loopback:
+        if not rule.listen.is_loopback and rule.listen.scheme != "tls":
             out.warn(f"listening on {rule.listen.hostport} (not loopback) without encryption: "
                      "anyone who can reach it can use this forward")
     options: dict[str, Any] = {"limits": limits, "connect_timeout": connect_timeout,
                                "udp_idle": udp_idle, "hexdump": sys.stderr if hexdump else None,
-                               "splice": splice}
+                               "splice": splice, "listen_tls": listen_tls,
+                               "target_tls": target_tls}
     if splice and hexdump:
         raise UsageError("--splice moves bytes inside the kernel: it cannot --hexdump them")
 
@@ -185,6 +224,47 @@ def forward(
     raise click.exceptions.Exit(code)
 
 
+def _tls_settings(rules: list[Rule], tls: dict[str, Any], out: _Output) -> tuple[Any, Any]:
+    """ListenTLS/TargetTLS from the TLS flags, for the rules with a tls:// side."""
+    from wirekit.net.forward_tls import ListenTLS, TargetTLS
+
+    tls_listen = any(r.listen.scheme == "tls" for r in rules)
+    tls_target = any(r.target.scheme == "tls" for r in rules)
+    timeout = tls.pop("handshake_timeout")
+    given = {k for k, v in tls.items() if v}
+    listen_only = {"ca_dir", "client_ca", "require_client_cert"}
+    target_only = {"ca", "insecure", "sni", "target_cert", "target_key"}
+    if given and not (tls_listen or tls_target):
+        raise UsageError("TLS options need a tls:// LISTEN or TARGET (e.g. wirekit forward "
+                         "tls://:8443 :8080)")
+    if given & listen_only and not tls_listen:
+        raise UsageError(f"--{sorted(given & listen_only)[0].replace('_', '-')} is about a "
+                         "tls:// LISTEN, and no LISTEN is tls://")
+    if given & target_only and not tls_target:
+        raise UsageError(f"--{sorted(given & target_only)[0].replace('_', '-')} is about a "
+                         "tls:// TARGET, and no TARGET is tls://")
+    if (tls["target_cert"] or tls["target_key"]) and not tls_listen:
+        raise UsageError("--target-cert/--target-key are for tls:// on both sides; with "
+                         "only TARGET tls:// use --cert/--key")
+    common = {"alpn": alpn_list(tls["alpn"]), "min_version": tls["min_version"],
+              "max_version": tls["max_version"], "keylog": tls["keylog"],
+              "handshake_timeout": timeout}
+    listen_tls = target_tls = None
+    if tls_listen:
+        listen_tls = ListenTLS(cert=tls["cert"], key=tls["key"], client_ca=tls["client_ca"],
+                               require_client_cert=tls["require_client_cert"],
+                               ca_dir=tls["ca_dir"], **common)
+    if tls_target:
+        cert, key = ((tls["target_cert"], tls["target_key"]) if tls_listen
+                     else (tls["cert"], tls["key"]))
+        target_tls = TargetTLS(ca=tls["ca"], insecure=tls["insecure"], cert=cert, key=key,
+                               sni=tls["sni"], **common)
+        if tls["insecure"]:
+            out.warn("--insecure: the target's certificate is NOT verified; anyone on the "
+                     "path can read and change the forwarded connections")
+    return listen_tls, target_tls
+
+
 def _collect_rules(listen: str | None, target: str | None, rules: Sequence[str],
                    config: str | None, limits: Limits) -> list[Rule]:
     found: list[Rule] = []
@@ -213,6 +293,7 @@ async def _serve(rules: list[Rule], options: dict[str, Any], out: _Output, *,
             for fwd in fwds:
                 out.status(f"listening on {fwd.address} -> {fwd.target}", event="listening",
                            listen=str(fwd.address), target=str(fwd.target))
+                _announce_certificate(fwd, out)
         ticker = asyncio.create_task(_stats(fwds, out, stats)) if stats else None
         try:
             await stop.wait()
@@ -237,6 +318,17 @@ async def _serve(rules: list[Rule], options: dict[str, Any], out: _Output, *,
             if out.verbose or out.as_json:
                 _summary(fwds, out)
     return 130 if signals.signum == signal.SIGINT else 0
+
+
+def _announce_certificate(fwd: Forwarder, out: _Output) -> None:
+    tls = getattr(fwd, "server_tls", None)
+    if tls is None or tls.issued_by is None:
+        return
+    if tls.created_ca:
+        out.status(f"created a local CA in {tls.issued_by.parent} (as wirekit cert init "
+                   "does); its key never leaves that directory")
+    out.status(f"certificate for {', '.join(tls.names)} issued by the local CA "
+               f"{tls.issued_by}; clients trust it with: --ca {tls.issued_by}")
 
 
 def _summary(fwds: Sequence[Forwarder], out: _Output) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import click
 
 from wirekit.address import Address, parse_address
+from wirekit.cli.tlsopts import alpn_list, server_options
 from wirekit.errors import UsageError
 from wirekit.net.acl import AccessList
 from wirekit.net.gate import DEFAULT_GRACE, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNS, Limits
@@ -16,7 +17,6 @@ from wirekit.net.runtime import run, stop_signals, uvloop_available
 from wirekit.net.server import DEFAULT_PORT, ConnectionEvent, raise_nofile_limit
 from wirekit.net.server import serve as serve_api
 from wirekit.net.services import SERVICES, get_service
-from wirekit.net.tls_server import DEFAULT_HANDSHAKE_TIMEOUT
 
 __all__ = ["serve"]
 
@@ -137,28 +137,7 @@ async def _serve(config: ServeConfig, reporter: Reporter) -> None:
               help="Admit only peers in CIDR (repeatable; IPv4 or IPv6).")
 @click.option("--deny", "deny", multiple=True, metavar="CIDR",
               help="Refuse peers in CIDR (repeatable; deny wins over --allow).")
-@click.option("--cert", metavar="FILE", type=click.Path(dir_okay=False),
-              help="tls://: certificate chain (PEM, leaf first; may include the key). "
-                   "Default: one issued on the fly by the local CA (see --ca-dir).")
-@click.option("--key", metavar="FILE", type=click.Path(dir_okay=False),
-              help="tls://: private key of --cert.")
-@click.option("--ca-dir", metavar="DIR", type=click.Path(file_okay=False),
-              help="tls:// without --cert: the local CA that issues the certificate "
-                   "(default: wirekit cert's; created when missing).")
-@click.option("--client-ca", metavar="FILE", type=click.Path(dir_okay=False),
-              help="tls://: ask clients for a certificate issued by the roots in FILE.")
-@click.option("--require-client-cert", is_flag=True,
-              help="tls://: refuse clients without a valid certificate (needs --client-ca).")
-@click.option("--alpn", metavar="PROTO[,PROTO]", multiple=True,
-              help="tls://: ALPN protocols to accept, e.g. http/1.1.")
-@click.option("--min-version", type=click.Choice(["1.2", "1.3"]), help="tls://: lowest version.")
-@click.option("--max-version", type=click.Choice(["1.2", "1.3"]),
-              help="tls://: highest version.")
-@click.option("--keylog", metavar="FILE", type=click.Path(dir_okay=False),
-              help="tls://: write NSS key-log lines for Wireshark (SSLKEYLOGFILE is honoured).")
-@click.option("--handshake-timeout", type=click.FloatRange(min=0, min_open=True),
-              default=DEFAULT_HANDSHAKE_TIMEOUT, show_default=True, metavar="S",
-              help="tls://: close a connection whose TLS handshake takes longer.")
+@server_options()
 @click.option("-q", "--quiet", is_flag=True, help="Print only the 'listening on' line.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print limits, datagrams, a summary.")
 @click.option("--json", "as_json", is_flag=True,
@@ -191,7 +170,7 @@ def serve(service: str, address: str, max_conns: int, idle_timeout: float, grace
       wirekit serve echo tls://:8443 --client-ca ca.pem --require-client-cert   # mutual TLS
     """
     addr = parse_address(address, default_port=DEFAULT_PORT, schemes=("tcp", "udp", "tls"))
-    protocols = tuple(p.strip() for item in alpn for p in item.split(",") if p.strip())
+    protocols = alpn_list(alpn)
     tls_options = {"cert": cert, "key": key, "ca_dir": ca_dir, "client_ca": client_ca,
                    "require_client_cert": require_client_cert, "alpn": protocols,
                    "min_version": min_version, "max_version": max_version, "keylog": keylog}

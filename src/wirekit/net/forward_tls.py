@@ -27,20 +27,24 @@ A target whose certificate is not trusted fails the connect: the client is reset
 and the connection's event is ``tls failed`` with the verdict's reason ("certificate of
 127.0.0.1:4433 not trusted: self_signed: ...").
 
-Half-close.  asyncio's (and uvloop's) TLS transports cannot ``write_eof`` and shut
-themselves down when the peer's close_notify arrives, so the mapping is:
+Half-close.  asyncio's (and uvloop's) TLS transports cannot ``write_eof`` (send
+close_notify and keep reading) and shut themselves down when the peer's close_notify
+arrives, so a FIN cannot always become a close_notify and back.  The mapping:
 
 * close_notify (or a FIN) from a TLS side -> everything before it is delivered, then a FIN
-  to the other side (or close_notify, if it is TLS too).  The TLS side is finished at
-  that point, so the connection closes once that FIN is sent: the other side cannot
-  send anything more (what it still sends is discarded; it sees a reset if it insists).
-* a FIN from a plaintext side towards a TLS side -> whatever was relayed is flushed, then
-  close_notify.  From then on the TLS side cannot be read any more (uvloop discards what
-  arrives after our close_notify, waiting only for the peer's close_notify), so a reply
-  still on its way after a half-close is cut off.  This is what a client that ends its
-  request with a FIN and then waits for the reply sees; protocols that mark the end of a
-  request themselves (HTTP, SMTP, most others) are not affected, and a server that ends a
-  response with a FIN (HTTP/1.0) is passed through correctly.
+  to the other side (close_notify if that side is TLS too).  The TLS side is finished
+  then, so the connection closes once that FIN is sent: what the other side still sends
+  is discarded.
+* a FIN from a plaintext *target* towards a TLS client (a server that marks the end of
+  its response by closing, HTTP/1.0, FTP) -> what was relayed is flushed, then
+  close_notify; the connection ends (what the TLS client still sends is discarded).
+* a FIN from a plaintext *client* towards a TLS target (a request ended by a half-close,
+  ``nc -N``, ``wirekit connect`` at the end of stdin) -> held: nothing is sent to the
+  target, whose reply keeps flowing to the client; the connection ends when the target
+  closes (close_notify -> FIN), or at the idle timeout.  Sending close_notify here would
+  cut the reply off, as the TLS transport cannot read after sending it.  A TLS server
+  that waits for the end of the request before replying waits until --idle-timeout
+  (as with ``wirekit connect tls://``, which sends nothing at the end of stdin either).
 * a reset on either side -> a reset (SO_LINGER 0) on the other, TLS or not.
 """
 

@@ -36,8 +36,10 @@ refused, timeout, idle, shutdown.
 TLS ends.  An end whose transport is TLS (``client_tls``/``target_tls``) uses the
 ``_TLS*`` variants of the classes below: the same hot path, but ``eof_received`` returns
 False, since a TLS transport closes itself on the peer's close_notify anyway (uvloop
-warns when told otherwise).  TLS transports cannot ``write_eof``: an EOF relayed towards
-one closes it (close_notify after what is buffered), see :mod:`wirekit.net.forward_tls`.
+warns when told otherwise).  TLS transports cannot ``write_eof``: a plaintext target's
+EOF relayed towards a TLS client closes it (close_notify after what is buffered); a
+plaintext client's EOF towards a TLS target is held until the target closes, so its
+reply is not cut off.  See :mod:`wirekit.net.forward_tls`.
 
 Tap.  ``tap(direction, data, timestamp)`` sees every chunk, the same bytes object that is
 written (no copy), with ``time.time()``; ``data == b""`` marks a half-close (FIN) in that
@@ -86,6 +88,7 @@ def reset_transport(transport: asyncio.BaseTransport) -> None:
 class _Base(asyncio.Protocol):
     __slots__ = ("direction", "eof", "lost", "nbytes", "out", "peer", "relay", "transport",
                  "wpaused")
+    tls = False
 
     def __init__(self, relay: Relay, direction: str) -> None:
         self.relay = relay
@@ -146,7 +149,6 @@ class _Pending(_Base):
     """An end whose transport is up but whose peer is not connected yet."""
 
     __slots__ = ()
-    tls = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -342,6 +344,8 @@ class Relay:
                 end.transport.close()  # type: ignore[union-attr]
             elif t.can_write_eof():
                 t.write_eof()
+            elif end.direction == UPSTREAM and not end.tls:
+                pass  # a plaintext client's FIN towards TLS: the reply still flows (see doc)
             else:
                 t.close()
 
