@@ -39,12 +39,14 @@ arrives, so a FIN cannot always become a close_notify and back.  The mapping:
   its response by closing, HTTP/1.0, FTP) -> what was relayed is flushed, then
   close_notify; the connection ends (what the TLS client still sends is discarded).
 * a FIN from a plaintext *client* towards a TLS target (a request ended by a half-close,
-  ``nc -N``, ``wirekit connect`` at the end of stdin) -> held: nothing is sent to the
-  target, whose reply keeps flowing to the client; the connection ends when the target
-  closes (close_notify -> FIN), or at the idle timeout.  Sending close_notify here would
-  cut the reply off, as the TLS transport cannot read after sending it.  A TLS server
-  that waits for the end of the request before replying waits until --idle-timeout
-  (as with ``wirekit connect tls://``, which sends nothing at the end of stdin either).
+  ``nc -N``, ``wirekit connect`` at the end of stdin, or simply a client that closed) ->
+  held while the target's reply flows: close_notify goes out once nothing has moved for
+  ``Relay.HOLD_LINGER`` (2 s), or earlier when the target closes (close_notify -> FIN).
+  Sending close_notify at once would cut the reply off, as the TLS transport cannot read
+  after sending it; holding forever would keep the target's connection of a client that
+  has gone.  A reply that starts more than 2 s after the client's half-close is lost,
+  and a TLS server that waits for the end of the request before replying sees the
+  close_notify only after those 2 s.
 * a reset on either side -> a reset (SO_LINGER 0) on the other, TLS or not.
 """
 

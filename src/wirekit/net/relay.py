@@ -38,8 +38,9 @@ TLS ends.  An end whose transport is TLS (``client_tls``/``target_tls``) uses th
 False, since a TLS transport closes itself on the peer's close_notify anyway (uvloop
 warns when told otherwise).  TLS transports cannot ``write_eof``: a plaintext target's
 EOF relayed towards a TLS client closes it (close_notify after what is buffered); a
-plaintext client's EOF towards a TLS target is held until the target closes, so its
-reply is not cut off.  See :mod:`wirekit.net.forward_tls`.
+plaintext client's EOF towards a TLS target is held while the target's reply flows
+(until ``HOLD_LINGER`` quiet seconds), so the reply is not cut off.  See
+:mod:`wirekit.net.forward_tls`.
 
 Tap.  ``tap(direction, data, timestamp)`` sees every chunk, the same bytes object that is
 written (no copy), with ``time.time()``; ``data == b""`` marks a half-close (FIN) in that
@@ -200,6 +201,8 @@ class Relay:
     __slots__ = ("_client", "_done", "_target", "client", "detail", "early", "ended",
                  "high", "low", "on_done", "on_start", "reason", "started", "tap", "target")
 
+    HOLD_LINGER = 2.0  # seconds of quiet after a held client FIN before close_notify
+
     def __init__(
         self,
         *,
@@ -345,9 +348,26 @@ class Relay:
             elif t.can_write_eof():
                 t.write_eof()
             elif end.direction == UPSTREAM and not end.tls:
-                pass  # a plaintext client's FIN towards TLS: the reply still flows (see doc)
+                self._hold(t)  # a plaintext client's FIN towards TLS: see the module doc
             else:
                 t.close()
+
+    def _hold(self, t: asyncio.Transport) -> None:
+        """Close ``t`` (TLS: close_notify) once nothing has moved for HOLD_LINGER seconds."""
+        loop = asyncio.get_running_loop()
+        seen = self.activity
+
+        def check() -> None:
+            nonlocal seen
+            if self._done or t.is_closing():
+                return
+            if self.activity == seen:
+                t.close()
+            else:
+                seen = self.activity
+                loop.call_later(self.HOLD_LINGER, check)
+
+        loop.call_later(self.HOLD_LINGER, check)
 
     def _lost(self, end: _Base, exc: Exception | None) -> None:
         peer = end.peer if end.peer is not None else (
