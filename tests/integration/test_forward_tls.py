@@ -133,7 +133,7 @@ async def exchange(port: int, payload: bytes) -> bytes:
 
 
 async def test_chain_1mib_byte_exact(pki: PKI) -> None:
-    async with Target() as echo, forwarders(pki, echo.port) as (orig, term, events):
+    async with Target() as echo, forwarders(pki, echo.port) as (orig, _term, events):
         assert await exchange(orig.address.port, MIB) == MIB
         await until(lambda: len(events) == 2, "both connection lines")
     assert {e.reason for e in events} == {"closed"}
@@ -190,7 +190,7 @@ async def test_mutual_tls(pki: PKI, which: str | None, reason: str | None) -> No
     cert = getattr(pki, which) if which else (None, None)
     target = TargetTLS(ca=pki.ca, cert=cert[0], key=cert[1])
     async with Target() as echo, forwarders(pki, echo.port, listen=listen, target=target) as (
-            orig, term, events):
+            orig, _term, events):
         if reason is None:
             assert await exchange(orig.address.port, b"hello mtls") == b"hello mtls"
             return
@@ -220,7 +220,7 @@ async def test_plain_client_on_tls_listener_is_one_event(pki: PKI) -> None:
 async def test_close_notify_from_tls_client_becomes_fin_to_target(pki: PKI) -> None:
     async with Target("sink") as sink, forwarders(pki, sink.port) as (_orig, term, events):
         ctx = ssl.create_default_context(cafile=str(pki.ca))
-        r, w = await asyncio.open_connection("127.0.0.1", term.address.port, ssl=ctx,
+        _r, w = await asyncio.open_connection("127.0.0.1", term.address.port, ssl=ctx,
                                              server_hostname="localhost")
         w.write(MIB)
         await w.drain()
@@ -233,7 +233,7 @@ async def test_close_notify_from_tls_client_becomes_fin_to_target(pki: PKI) -> N
 
 async def test_fin_from_plain_target_becomes_close_notify(pki: PKI) -> None:
     async with Target("reply-fin", reply=MIB) as target, forwarders(pki, target.port) as (
-            _orig, term, events):
+            _orig, term, _events):
         ctx = ssl.create_default_context(cafile=str(pki.ca))
         r, w = await asyncio.open_connection("127.0.0.1", term.address.port, ssl=ctx,
                                              server_hostname="localhost")
@@ -266,7 +266,7 @@ async def test_reset_from_plain_target_reaches_plain_client(pki: PKI) -> None:
 
 async def test_reset_from_plain_client_reaches_plain_target(pki: PKI) -> None:
     async with Target("sink") as sink, forwarders(pki, sink.port) as (orig, _t, events):
-        r, w = await asyncio.open_connection("127.0.0.1", orig.address.port)
+        _r, w = await asyncio.open_connection("127.0.0.1", orig.address.port)
         w.write(b"partial")
         await until(lambda: sink.received == b"partial", "data at the target")
         w.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
