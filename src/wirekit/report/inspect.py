@@ -91,6 +91,7 @@ def summary_json(summary: Summary) -> dict[str, Any]:
 # encodings are memoised.
 
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+_DETAIL_MEMO: dict[tuple[tuple[tuple[str, Any], ...], tuple[type, ...]], str] = {}
 _CONV = ('{"id":%d,"proto":%s,"client":%s,"server":%s,'
          '"packets":{"client_to_server":%d,"server_to_client":%d,"total":%d},'
          '"bytes":{"client_to_server":%d,"server_to_client":%d,"total":%d},'
@@ -120,6 +121,22 @@ def _headers(headers: tuple[tuple[str, str], ...]) -> str:
     return text
 
 
+def _detail(detail: dict[str, Any]) -> str:
+    # Most details are a few scalars repeated across conversations ({"requests": 1, ...}).
+    try:
+        # Types too: 1, 1.0 and True are equal keys but encode differently.
+        key = (tuple(detail.items()), tuple(map(type, detail.values())))
+        text = _DETAIL_MEMO.get(key)
+    except TypeError:  # a list or dict inside: not hashable, encode it each time
+        return _ENCODE(detail)
+    if text is None:
+        text = _ENCODE(detail)
+        if len(_DETAIL_MEMO) >= 1024:
+            _DETAIL_MEMO.clear()
+        _DETAIL_MEMO[key] = text
+    return text
+
+
 def _conversation_text(first: int | None, conv: Conversation) -> str:
     begin = first or conv.first_ns
     p, b = conv.packets, conv.bytes
@@ -129,7 +146,7 @@ def _conversation_text(first: int | None, conv: Conversation) -> str:
         p[0], p[1], p[0] + p[1], b[0], b[1], b[0] + b[1],
         round((conv.first_ns - begin) / 1e9, 9), round((conv.last_ns - conv.first_ns) / 1e9, 9),
         _opt_str(conv.opened_state), _opt_str(conv.closed_state), conv.retransmissions,
-        _opt_str(conv.app), _ENCODE(detail) if detail else "{}")
+        _opt_str(conv.app), _detail(detail) if detail else "{}")
 
 
 def _http_text(e: dict[str, Any]) -> str:
