@@ -130,6 +130,7 @@ class Recorder:
     def _run(self) -> None:
         q = self._q
         ident = 0
+        cache: list[object] = [None, 0, []]
         while True:
             item = q.get()
             batch: list[Event] = []
@@ -151,7 +152,7 @@ class Recorder:
                 for event in batch:
                     ts = event[7]
                     size += len(event[6])
-                    for frame in frames(event, ident):
+                    for frame in frames(event, ident, cache):
                         ident += 1
                         packets.append((frame, ts, len(frame)))
                 try:
