@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -21,9 +22,13 @@ def uvloop_available() -> bool:
 
 
 def loop_factory(use_uvloop: bool | None = None) -> Callable[[], asyncio.AbstractEventLoop]:
-    """uvloop's loop when installed (or asked for), else the stdlib's."""
+    """uvloop's loop when installed (or asked for), else the stdlib's.
+
+    ``WIREKIT_UVLOOP=0`` in the environment chooses the stdlib loop for every command
+    (to compare the two, or to work around a uvloop problem).
+    """
     if use_uvloop is None:
-        use_uvloop = uvloop_available()
+        use_uvloop = os.environ.get("WIREKIT_UVLOOP", "1") != "0" and uvloop_available()
     if use_uvloop:
         import uvloop
 
