@@ -275,3 +275,12 @@ async def test_reset_from_plain_client_reaches_plain_target(pki: PKI) -> None:
         await asyncio.wait_for(sink.reset.wait(), 10)
         await until(lambda: len(events) == 2, "both connection lines")
     assert {e.reason for e in events} == {"reset"}
+
+
+async def test_originate_resumes_sessions(pki: PKI) -> None:
+    async with Target() as echo, forwarders(pki, echo.port) as (orig, term, _events):
+        for _ in range(3):
+            assert await exchange(orig.address.port, b"r") == b"r"
+        assert term.server_tls is not None
+        stats = term.server_tls.context.session_stats()
+    assert stats["accept_good"] == 3 and stats["hits"] >= 1  # the 2nd/3rd were resumed

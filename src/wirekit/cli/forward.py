@@ -53,6 +53,8 @@ class _Output:
         click.echo(f"wirekit: warning: {text}", err=True)
 
     def event(self, ev: ConnectionEnded) -> None:
+        if self.quiet and not self.as_json:
+            return  # -q: no line to print, so no record to build (one per connection)
         detail = f" ({ev.detail})" if ev.detail else ""
         if ev.reason == "rejected":
             text = f"{ev.client} rejected: {ev.detail}"

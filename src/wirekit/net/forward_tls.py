@@ -118,11 +118,45 @@ class TargetTLS:
     keylog: str | os.PathLike[str] | None = None
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
 
+    resume: bool = True
+
     def setup(self, address: Address) -> ClientTLS:
-        return client_tls(address.host, ca=self.ca, insecure=self.insecure, cert=self.cert,
-                          key=self.key, sni=self.sni, alpn=self.alpn,
-                          min_version=self.min_version, max_version=self.max_version,
-                          keylog=self.keylog)
+        tls = client_tls(address.host, ca=self.ca, insecure=self.insecure, cert=self.cert,
+                         key=self.key, sni=self.sni, alpn=self.alpn,
+                         min_version=self.min_version, max_version=self.max_version,
+                         keylog=self.keylog)
+        if self.resume:
+            _resume_sessions(tls.context)
+        return tls
+
+
+def _resume_sessions(ctx: ssl.SSLContext) -> None:
+    """Offer the last session the target gave us on each new connection (as stunnel's
+    client mode does): a resumed handshake skips the certificate signature and chain
+    checks on both sides.  The context serves one target, host and SNI, so a session is
+    only ever offered to the server that issued it (and verified it first)."""
+    base = ctx.sslobject_class
+
+    class Resuming(base):  # type: ignore[valid-type,misc]
+        _wk_last: ssl.SSLObject | None = None
+        _wk_session: ssl.SSLSession | None = None
+
+        @classmethod
+        def _create(cls, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,
+                    *args: object, **kwargs: object) -> ssl.SSLObject:
+            last = cls._wk_last
+            if last is not None:  # its tickets have arrived by now, if it got any
+                with contextlib.suppress(ValueError, ssl.SSLError):
+                    session = last.session
+                    if session is not None and session.has_ticket:
+                        cls._wk_session = session
+            if kwargs.get("session") is None and cls._wk_session is not None:
+                kwargs["session"] = cls._wk_session
+            obj = super()._create(incoming, outgoing, *args, **kwargs)
+            cls._wk_last = obj
+            return obj  # type: ignore[no-any-return]
+
+    ctx.sslobject_class = Resuming
 
 
 class TLSForwarder(Forwarder):
