@@ -9,6 +9,9 @@ from dataclasses import dataclass
 import click
 
 from wirekit.address import Address, parse_address
+from wirekit.capture.recorder import Recorder
+from wirekit.cli import _record as recording
+from wirekit.cli._record import record_option
 from wirekit.cli.tlsopts import alpn_list, server_options
 from wirekit.errors import UsageError
 from wirekit.net.acl import AccessList
@@ -80,10 +83,12 @@ class Reporter:
                    f"out {_format_bytes(ev.bytes_out)}, {ev.duration:.3f}s", err=True)
 
 
-async def _serve(config: ServeConfig, reporter: Reporter) -> None:
+async def _serve(config: ServeConfig, reporter: Reporter, recorder: Recorder | None = None,
+                 ) -> None:
     wants_events = config.json or not config.quiet  # -q alone: skip building events at all
     server = await serve_api(config.service, config.address, limits=config.limits,
                              on_event=reporter.event if wants_events else None,
+                             record=recorder,
                              **(config.tls or {}))  # type: ignore[arg-type]
     issued_by = server.tls.issued_by if server.tls is not None else None
     async with stop_signals() as stop:
@@ -138,6 +143,7 @@ async def _serve(config: ServeConfig, reporter: Reporter) -> None:
 @click.option("--deny", "deny", multiple=True, metavar="CIDR",
               help="Refuse peers in CIDR (repeatable; deny wins over --allow).")
 @server_options()
+@record_option
 @click.option("-q", "--quiet", is_flag=True, help="Print only the 'listening on' line.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print limits, datagrams, a summary.")
 @click.option("--json", "as_json", is_flag=True,
@@ -146,8 +152,8 @@ def serve(service: str, address: str, max_conns: int, idle_timeout: float, grace
           allow: tuple[str, ...], deny: tuple[str, ...], cert: str | None, key: str | None,
           ca_dir: str | None, client_ca: str | None, require_client_cert: bool,
           alpn: tuple[str, ...], min_version: str | None, max_version: str | None,
-          keylog: str | None, handshake_timeout: float, quiet: bool, verbose: bool,
-          as_json: bool) -> None:
+          keylog: str | None, handshake_timeout: float, record: str | None, quiet: bool,
+          verbose: bool, as_json: bool) -> None:
     """Serve a built-in SERVICE on ADDRESS (default tcp://127.0.0.1:12345; also udp://, tls://).
 
     Prints "listening on SCHEME://HOST:PORT" once bound (port 0 picks a free port), then
@@ -168,6 +174,7 @@ def serve(service: str, address: str, max_conns: int, idle_timeout: float, grace
       wirekit serve echo tls://:8443          # certificate from the local CA, on the fly
       wirekit serve http tls://:8443 --cert site.pem --key site-key.pem
       wirekit serve echo tls://:8443 --client-ca ca.pem --require-client-cert   # mutual TLS
+      wirekit serve http :8080 --record http.pcapng   # every connection, for Wireshark
     """
     addr = parse_address(address, default_port=DEFAULT_PORT, schemes=("tcp", "udp", "tls"))
     protocols = alpn_list(alpn)
@@ -185,5 +192,12 @@ def serve(service: str, address: str, max_conns: int, idle_timeout: float, grace
         tls={**tls_options, "handshake_timeout": handshake_timeout}
         if addr.scheme == "tls" else None,
     )
+    if record and addr.scheme != "tcp":
+        raise UsageError(f"--record of a {addr.scheme}:// server is not supported yet "
+                         "(tcp:// only)")
     raise_nofile_limit()
-    run(_serve(config, Reporter(config)))
+    recorder = recording.start(record)
+    try:
+        run(_serve(config, Reporter(config), recorder))
+    finally:
+        recording.finish(recorder, quiet=quiet, as_json=as_json)

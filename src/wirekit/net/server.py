@@ -30,7 +30,7 @@ import socket
 import ssl as _ssl
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wirekit.address import Address, parse_address
 from wirekit.errors import UsageError
@@ -50,6 +50,9 @@ from wirekit.net.gate import Gate, Limits
 from wirekit.net.services import Service, get_service
 from wirekit.net.stream import Connection
 from wirekit.net.tls_server import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS, TLSListener, server_tls
+
+if TYPE_CHECKING:
+    from wirekit.capture.recorder import Recorder
 
 __all__ = ["DEFAULT_ADDRESS", "ConnectionEvent", "Server", "raise_nofile_limit", "serve"]
 
@@ -203,6 +206,7 @@ async def serve(
     keylog: str | os.PathLike[str] | None = None,
     ca_dir: str | os.PathLike[str] | None = None,
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    record: Recorder | None = None,
 ) -> Server:
     """Listen on ``address`` and serve a built-in service (by name) or ``handler(conn)``.
 
@@ -217,6 +221,8 @@ async def serve(
     ``server.tls.issued_by`` is the CA certificate clients should trust.  ``client_ca``
     asks clients for a certificate issued by those roots (``require_client_cert``: refuse
     clients without one); each refused client is a ``tls failed`` event with the reason.
+    ``record`` (a :class:`wirekit.capture.recorder.Recorder`) writes every TCP connection
+    to a pcapng file.
     """
     limits = limits or Limits()
     if isinstance(address, str):
@@ -229,6 +235,8 @@ async def serve(
                  or max_version is not None or keylog is not None or ca_dir is not None)
     if tls_given and address.scheme != "tls":
         raise UsageError(f"TLS options need a tls:// address, not {address}")
+    if record is not None and address.scheme != "tcp":
+        raise UsageError(f"recording {address.scheme}:// is not supported yet (tcp:// only)")
     service: Service | None = None
     if isinstance(service_or_handler, str):
         service = get_service(service_or_handler)
@@ -267,6 +275,10 @@ async def serve(
                     or inspect.iscoroutinefunction(type(handler).__call__)):
                 raise UsageError("a serve() handler must be an async function of a connection")
             factory = lambda: _HandlerProtocol(state, handler)  # type: ignore[arg-type]  # noqa: E731
+        if record is not None:
+            from wirekit.capture.protocol_tap import recording_factory
+
+            factory = recording_factory(factory, record)
         if tls is not None:
             listener = TLSListener(sock, tls, state, factory, handshake_timeout)
             return Server(state, bound, server=listener, tls=tls)  # type: ignore[arg-type]

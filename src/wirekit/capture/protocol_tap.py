@@ -1,0 +1,109 @@
+"""Recording any asyncio Protocol's connection: ``serve`` and ``tunnel`` listeners.
+
+:func:`recording_factory` wraps a protocol factory.  Each connection's protocol is put
+behind a :class:`_Tapped` protocol, and the protocol sees a :class:`_TappedTransport`
+proxy: bytes read are the peer's (``c``, the client), bytes written are ours (``s``).
+``write_eof``/``close`` are our FIN, ``abort`` our RST; an EOF read is the client's FIN,
+a connection lost with an error the client's RST.  The recorded leg is the accepted
+connection itself (peer address <-> our listening address), as a capture would show it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from wirekit.capture.flows import TcpLeg
+
+if TYPE_CHECKING:
+    from wirekit.capture.recorder import Recorder
+
+__all__ = ["recording_factory"]
+
+
+class _TappedTransport:
+    """The transport a recorded protocol writes to: every write is also recorded."""
+
+    __slots__ = ("_leg", "_t")
+
+    def __init__(self, transport: Any, leg: TcpLeg) -> None:
+        self._t = transport
+        self._leg = leg
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if data:
+            self._leg.data("s", bytes(data), time.time_ns())
+        self._t.write(data)
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def write_eof(self) -> None:
+        self._leg.fin("s", time.time_ns())
+        self._t.write_eof()
+
+    def close(self) -> None:
+        if not self._t.is_closing():
+            self._leg.fin("s", time.time_ns())
+        self._t.close()
+
+    def abort(self) -> None:
+        self._leg.reset("s", time.time_ns())
+        self._t.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._t, name)
+
+
+class _Tapped(asyncio.Protocol):
+    __slots__ = ("_inner", "_leg", "_rec")
+
+    def __init__(self, inner: Any, rec: Recorder) -> None:
+        self._inner = inner
+        self._rec = rec
+        self._leg: TcpLeg | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        if isinstance(peer, tuple) and isinstance(local, tuple) and self._rec.active:
+            self._leg = self._rec.tcp((str(peer[0]), int(peer[1])),
+                                      (str(local[0]), int(local[1])))
+            self._leg.open(time.time_ns())
+            transport = _TappedTransport(transport, self._leg)
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._leg is not None:
+            self._leg.data("c", data, time.time_ns())
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        if self._leg is not None:
+            self._leg.fin("c", time.time_ns())
+        return self._inner.eof_received()  # type: ignore[no-any-return]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._leg is not None:
+            if exc is not None:
+                self._leg.reset("c", time.time_ns())
+            else:
+                self._leg.close(time.time_ns())
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+def recording_factory(factory: Callable[[], Any], rec: Recorder) -> Callable[[], Any]:
+    """``factory`` whose connections are recorded by ``rec``."""
+    def make() -> _Tapped:
+        return _Tapped(factory(), rec)
+
+    return make
