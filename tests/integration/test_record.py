@@ -357,3 +357,17 @@ async def test_serve_record_refuses_udp_and_tls_for_now(tmp_path: Path) -> None:
         for address in ("udp://127.0.0.1:0", "tls://127.0.0.1:0"):
             with pytest.raises(wirekit.errors.UsageError, match="not supported yet"):
                 await wirekit.serve("echo", address, record=rec)
+
+
+def test_connect_record_writes_the_session(tmp_path: Path, echo_port: int) -> None:
+    path = tmp_path / "connect.pcapng"
+    proc = subprocess.run([sys.executable, "-m", "wirekit", "connect",
+                           f"127.0.0.1:{echo_port}", "--record", str(path)],
+                          input=b"hello over the wire\n", capture_output=True, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"hello over the wire\n"
+    flows = streams(path)
+    assert [v for (s, d), v in flows.items() if d[1] == echo_port] == [proc.stdout]
+    assert [v for (s, d), v in flows.items() if s[1] == echo_port] == [proc.stdout]
+    flags = [decode_frame(p.data).flags for p in packets(path)]
+    assert sum(1 for f in flags if f & SYN) == 2 and sum(1 for f in flags if f & FIN) == 2

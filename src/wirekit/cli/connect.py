@@ -11,6 +11,9 @@ from pathlib import Path
 import click
 
 from wirekit.address import Address, parse_address
+from wirekit.capture.recorder import Recorder
+from wirekit.cli import _record as recording
+from wirekit.cli._record import record_option
 from wirekit.cli.tlsopts import alpn_list, client_options
 from wirekit.errors import UsageError
 from wirekit.escapes import unescape
@@ -103,11 +106,16 @@ class _Render:
                     f"{tries})")
 
 
-async def _run_tcp(config: ConnectConfig, render: _Render) -> None:
+async def _run_tcp(config: ConnectConfig, render: _Render,
+                   recorder: Recorder | None = None) -> None:
     from wirekit.net.tcp import connect as tcp_connect
 
     tls_kwargs = config.tls.kwargs() if config.tls is not None else {}
     conn = await tcp_connect(config.address, timeout=config.timeout, **tls_kwargs)  # type: ignore[arg-type]
+    on_data, on_sent = render.received, render.sent
+    leg = recording.StreamLeg(recorder, conn.local, conn.peer) if recorder else None
+    if leg is not None:
+        on_data, on_sent = leg.on_data(on_data), leg.on_sent(on_sent)
     async with conn:
         where = str(config.address)
         if conn.peer.host != config.address.host:
@@ -123,14 +131,20 @@ async def _run_tcp(config: ConnectConfig, render: _Render) -> None:
                 conn,
                 sends=config.sends,
                 source=source,
-                on_data=render.received,
-                on_sent=render.sent,
+                on_data=on_data,
+                on_sent=on_sent,
                 wait=config.wait,
                 prompt=render.prompt if config.interactive else None,
             )
+        except BaseException as exc:
+            if leg is not None:
+                leg.end(reset=isinstance(exc, ConnectionError))
+            raise
         finally:
             if source is not None:
                 await source.aclose()
+        if leg is not None:
+            leg.end()
     render.status(f"closed ({result.ended}): sent {result.sent} bytes, received "
                   f"{result.received} bytes in {result.duration:.3f}s", detail=True)
 
@@ -201,6 +215,7 @@ Examples:
   wirekit connect :9000 --hex --send '\\x00\\x01hello' --no-stdin --wait 1
   wirekit connect udp://:9999 --send ping --retries 5
   wirekit connect :12345                          # interactive when stdin is a terminal
+  wirekit connect :8080 --record c.pcapng --send 'GET / HTTP/1.0\\r\\n\\r\\n'  # for Wireshark
   wirekit connect tls://example.org:443 --send 'HEAD / HTTP/1.0\r\nHost: example.org\r\n\r\n'
   wirekit connect tls://localhost:8443 --ca ~/.local/share/wirekit/ca/ca.pem
   wirekit connect tls://10.0.0.5:993 --sni mail.internal --max-version 1.2
@@ -243,6 +258,7 @@ and keeps printing until the server closes, like openssl s_client -quiet (-ign_e
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               metavar="N", help="UDP: resend a datagram up to N times when no reply comes.")
 @client_options()
+@record_option
 @click.option("-q", "--quiet", is_flag=True, help="No status lines on stderr (errors only).")
 @click.option("-v", "--verbose", is_flag=True, help="More status: local address, byte counts.")
 def connect(
@@ -264,6 +280,7 @@ def connect(
     cert: str | None,
     key: str | None,
     keylog: str | None,
+    record: str | None,
     quiet: bool,
     verbose: bool,
 ) -> None:
@@ -307,4 +324,11 @@ def connect(
         tls=tls,
     )
     render = _Render(config)
-    run(_run_udp(config, render) if udp else _run_tcp(config, render))
+    if record and addr.scheme != "tcp":
+        raise UsageError(f"--record of a {addr.scheme}:// connection is not supported yet "
+                         "(tcp:// only)")
+    recorder = recording.start(record)
+    try:
+        run(_run_udp(config, render) if udp else _run_tcp(config, render, recorder))
+    finally:
+        recording.finish(recorder, quiet=quiet or not verbose)
