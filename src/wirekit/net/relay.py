@@ -314,8 +314,8 @@ class Relay:
             target.transport.close()  # type: ignore[union-attr]
             return
         tapped = self.tap is not None
-        client.__class__ = _JOINED[client.tls, tapped]  # type: ignore[assignment,index]
-        target.__class__ = _JOINED[target.tls, tapped]  # type: ignore[assignment,index]
+        client.__class__ = _JOINED[client.tls, tapped]  # type: ignore[assignment]
+        target.__class__ = _JOINED[target.tls, tapped]  # type: ignore[assignment]
         # uvloop caches the protocol's bound methods: make it look them up again.
         client.transport.set_protocol(client)  # type: ignore[union-attr]
         target.transport.set_protocol(target)  # type: ignore[union-attr]
