@@ -371,3 +371,31 @@ def test_connect_record_writes_the_session(tmp_path: Path, echo_port: int) -> No
     assert [v for (s, d), v in flows.items() if s[1] == echo_port] == [proc.stdout]
     flags = [decode_frame(p.data).flags for p in packets(path)]
     assert sum(1 for f in flags if f & SYN) == 2 and sum(1 for f in flags if f & FIN) == 2
+
+
+async def test_tunnel_record_writes_the_local_leg(tmp_path: Path, wirekit_proc,  # type: ignore[no-untyped-def]
+                                                  echo_port: int) -> None:
+    asyncssh = pytest.importorskip("asyncssh")
+    from wirekit.ssh.connect import SSHOptions
+    from wirekit.ssh.tunnel import tunnel
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key.write_private_key(str(tmp_path / "id"))
+    os.chmod(tmp_path / "id", 0o600)
+    key.write_public_key(str(tmp_path / "authorized_keys"))
+    sshd = wirekit_proc("sshd", "127.0.0.1:0", "--state-dir", str(tmp_path / "state"),
+                        "--authorized-keys", str(tmp_path / "authorized_keys"))
+    _, _, ssh_port = sshd.listening()
+    options = SSHOptions(identity_files=(str(tmp_path / "id"),), agent=False,
+                         known_hosts=str(tmp_path / "known_hosts"), accept_new=True,
+                         connect_timeout=10.0)
+    path = tmp_path / "tunnel.pcapng"
+    payload = os.urandom(100_000)
+    with Recorder(path) as rec:
+        async with tunnel(f"root@127.0.0.1:{ssh_port}", local=[f"0:127.0.0.1:{echo_port}"],
+                          options=options, record=rec) as t:
+            lport = t.local_ports[0]
+            assert await round_trip(lport, payload) == payload
+    flows = streams(path)
+    assert [v for (s, d), v in flows.items() if d[1] == lport] == [payload]
+    assert [v for (s, d), v in flows.items() if s[1] == lport] == [payload]

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import click
 
+from wirekit.cli import _record as recording
+from wirekit.cli._record import record_option
 from wirekit.errors import UsageError
 from wirekit.net.runtime import run, stop_signals
 
@@ -26,6 +28,7 @@ Examples:
   wirekit tunnel -J jump1,alice@jump2 target -L 8000:127.0.0.1:80
   wirekit tunnel lab -p 2222 -i ~/.ssh/lab_ed25519 --accept-new -L 9000:127.0.0.1:12345
   PW=secret wirekit tunnel bob@host --password-env PW -L 8080:web:80
+  wirekit tunnel gw -L 8080:web:80 --record tunnel.pcapng   # the local leg, for Wireshark
 """
 
 
@@ -62,6 +65,7 @@ Examples:
 @click.option("--no-reconnect", is_flag=True, help="Exit 1 when the connection drops.")
 @click.option("--stats", is_flag=True, help="Print connection and byte counts when stopping.")
 @click.option("--json", "as_json", is_flag=True, help="Status as JSON lines on stdout.")
+@record_option
 @click.option("-q", "--quiet", is_flag=True, help="No status output (errors still go to stderr).")
 @click.option("-v", "--verbose", is_flag=True, help="Also print reconnect attempts.")
 @click.option("-N", "no_command", is_flag=True, hidden=True,
@@ -71,7 +75,7 @@ def tunnel(target: str, local: tuple[str, ...], remote: tuple[str, ...],
            identity: tuple[str, ...], jump: tuple[str, ...], config_file: str | None,
            password_env: str | None, no_agent: bool, ciphers: str | None, known_hosts: str | None,
            accept_new: bool, keepalive: float, keepalive_count: int, connect_timeout: float,
-           no_reconnect: bool, stats: bool, as_json: bool, quiet: bool,
+           no_reconnect: bool, stats: bool, as_json: bool, record: str | None, quiet: bool,
            verbose: bool, no_command: bool) -> None:
     """SSH tunnels with OpenSSH's -L / -R / -D spelling that stay up.
 
@@ -122,14 +126,19 @@ def tunnel(target: str, local: tuple[str, ...], remote: tuple[str, ...],
         else:
             click.echo(event.message, err=True)
 
+    recorder = recording.start(record)
     t = Tunnel(parsed, local=local, remote=remote, dynamic=dynamic, options=options,
-               reconnect=not no_reconnect, on_event=None if quiet else on_event)
+               reconnect=not no_reconnect, on_event=None if quiet else on_event,
+               record=recorder)
     for fwd in t.forwards:
         if fwd.kind != "R" and not quiet and not _is_loopback(fwd.bind_host):
             click.echo(f"warning: -{fwd.kind} {fwd.spec} listens on a non-loopback address: "
                        "anyone who can reach it can use the tunnel, unencrypted up to here",
                        err=True)
-    code = run(_serve(t))
+    try:
+        code = run(_serve(t))
+    finally:
+        recording.finish(recorder, quiet=quiet, as_json=as_json)
     if stats and not quiet:
         s = t.stats
         line = (f"stats: {s.connections} connections ({s.refused} refused), "

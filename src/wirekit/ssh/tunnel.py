@@ -24,7 +24,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
@@ -41,6 +41,9 @@ from wirekit.ssh.connect import Session, SSHOptions, open_session
 from wirekit.ssh.pipe import ChannelEnd, SocketEnd
 from wirekit.ssh.socks import SocksError, SocksHandshake
 from wirekit.ssh.spec import Forward, SSHTarget, parse_forward, parse_target
+
+if TYPE_CHECKING:
+    from wirekit.capture.recorder import Recorder
 
 __all__ = ["Tunnel", "TunnelEvent", "tunnel"]
 
@@ -100,8 +103,10 @@ class Tunnel:
         options: SSHOptions | None = None,
         reconnect: bool = True,
         on_event: Callable[[TunnelEvent], None] | None = None,
+        record: Recorder | None = None,
     ) -> None:
         self.target = parse_target(target) if isinstance(target, str) else target
+        self._record = record  # -L/-D listeners' connections written to pcapng
         self.forwards = [*_forwards("L", local), *_forwards("R", remote),
                          *_forwards("D", dynamic)]
         self.options = options or SSHOptions()
@@ -234,8 +239,13 @@ class Tunnel:
         def factory() -> SocketEnd:
             return SocketEnd(self._on_closed, lambda end: self._accepted(end, fwd))
 
+        make: Callable[[], Any] = factory
+        if self._record is not None:
+            from wirekit.capture.protocol_tap import recording_factory
+
+            make = recording_factory(factory, self._record)
         with bind_errors(fwd.bind_host, fwd.bind_port):
-            server = await loop.create_server(factory, fwd.bind_host, fwd.bind_port,
+            server = await loop.create_server(make, fwd.bind_host, fwd.bind_port,
                                               reuse_address=True, backlog=LISTEN_BACKLOG)
         self._servers[index] = server
         self._ports[index] = server.sockets[0].getsockname()[1]
@@ -513,12 +523,15 @@ async def tunnel(
     options: SSHOptions | None = None,
     reconnect: bool = True,
     on_event: Callable[[TunnelEvent], None] | None = None,
+    record: Recorder | None = None,
     **option_fields: Any,
 ) -> AsyncIterator[Tunnel]:
     """``async with wirekit.tunnel("user@host", local=["0:db:5432"]) as t: t.local_ports``.
 
     Keyword arguments not named here are :class:`SSHOptions` fields (``identity_files``,
     ``password``, ``known_hosts``, ``accept_new``, ``jump``, ``keepalive``...).
+    ``record`` (a :class:`wirekit.capture.recorder.Recorder`) writes the connections
+    accepted by the -L/-D listeners to pcapng.
     """
     if option_fields:
         if options is not None:
@@ -530,7 +543,7 @@ async def tunnel(
                 parse_target(j) if isinstance(j, str) else j for j in option_fields["jump"])
         options = SSHOptions(**option_fields)
     t = Tunnel(target, local=local, remote=remote, dynamic=dynamic, options=options,
-               reconnect=reconnect, on_event=on_event)
+               reconnect=reconnect, on_event=on_event, record=record)
     await t.start()
     try:
         yield t
