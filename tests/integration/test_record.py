@@ -399,3 +399,9 @@ async def test_tunnel_record_writes_the_local_leg(tmp_path: Path, wirekit_proc, 
     flows = streams(path)
     assert [v for (s, d), v in flows.items() if d[1] == lport] == [payload]
     assert [v for (s, d), v in flows.items() if s[1] == lport] == [payload]
+
+
+async def test_forward_record_refuses_tls_for_now(tmp_path: Path) -> None:
+    with Recorder(tmp_path / "x.pcapng") as rec:
+        with pytest.raises(wirekit.errors.UsageError, match="not supported yet"):
+            await wirekit.forward("tls://127.0.0.1:0", "127.0.0.1:9", record=rec)

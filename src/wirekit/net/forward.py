@@ -365,6 +365,10 @@ async def forward(
     if "tls" in (rule.listen.scheme, rule.target.scheme):
         from wirekit.net.forward_tls import ListenTLS, TargetTLS, TLSForwarder
 
+        if record is not None:  # the tap sees plaintext: it would be written as the TLS leg
+            raise UsageError("recording a tls:// forward is not supported yet (tcp:// and "
+                             "udp:// only)")
+
         if splice:
             raise UsageError("splice forwarding cannot carry TLS (the bytes never reach "
                              "wirekit to be encrypted)")
