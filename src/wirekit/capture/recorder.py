@@ -42,6 +42,7 @@ __all__ = ["DEFAULT_QUEUE", "Recorder"]
 
 DEFAULT_QUEUE = 8192  # events (one relay chunk each)
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # payload waiting to be written
+_BATCH_BYTES = 1024 * 1024  # payload per write: the queue's room comes back in small steps
 _STOP: Any = None
 
 
@@ -137,7 +138,8 @@ class Recorder:
             stop = item is None
             if not stop:
                 batch.append(item)  # type: ignore[arg-type]
-                while len(batch) < 512:
+                room = _BATCH_BYTES - len(item[6])  # type: ignore[index]
+                while len(batch) < 512 and room > 0:
                     try:
                         nxt = q.get_nowait()
                     except queue.Empty:
@@ -146,6 +148,7 @@ class Recorder:
                         stop = True
                         break
                     batch.append(nxt)
+                    room -= len(nxt[6])
             if batch and self.error is None:
                 packets: list[tuple[bytes, int, int]] = []
                 size = 0
