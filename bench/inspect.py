@@ -2,9 +2,12 @@
 
 All four compute the same conversation summary (TCP conversations: endpoints, packets and
 bytes each way) of the same synthesized loopback capture: many TCP connections, each with a
-three-way handshake, an HTTP-like request and response, and a FIN close, interleaved 16 at a
-time.  Each tool runs in its own process (interpreter start-up included); the table gives
-packets per second and wirekit's speed ratio against each.
+three-way handshake, an HTTP request and response, and a FIN close, interleaved 16 at a
+time.  By default every conversation's heads differ (URI, Host, User-Agent, Date, ETag,
+Content-Length), so that no cache of parsed heads makes the figures better than on real
+traffic; ``--heads identical`` gives the older capture where every head is the same.
+Each tool runs in its own process (interpreter start-up included); the table gives packets
+per second and wirekit's speed ratio against each.
 
     python -m bench.inspect                  # 1,000,000 packets
     python -m bench.inspect --packets 200000 --skip scapy
@@ -32,17 +35,35 @@ RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 1800\r\n\r\n" + b"x" * 1800
 PER_CONV = 14  # handshake 3 + request/ack 2 + response 2 segments + 2 acks... see _conv()
 
 
-def _conv(i: int) -> list[bytes]:
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def _heads(i: int, varied: bool) -> tuple[bytes, bytes]:
+    """The request and response of conversation ``i``."""
+    if not varied:
+        return REQUEST, RESPONSE
+    length = 1500 + (i * 37) % 1000  # the response still takes two segments
+    request = (f"GET /item/{i}?page={i % 97} HTTP/1.1\r\nHost: h{i % 9973}.bench.local\r\n"
+               f"User-Agent: bench/{i % 13}.{i % 7}\r\nAccept: */*\r\n\r\n").encode()
+    response = (f"HTTP/1.1 200 OK\r\nDate: {_DAYS[i % 7]}, {1 + i % 28:02d} Nov 2026 "
+                f"{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d} GMT\r\n"
+                f"ETag: \"{i:x}\"\r\nContent-Type: text/html\r\n"
+                f"Content-Length: {length}\r\n\r\n").encode() + b"x" * length
+    return request, response
+
+
+def _conv(i: int, varied: bool = True) -> list[bytes]:
     from wirekit.pcapng.synth import TcpFlow
 
     client = (f"127.{1 + i // 60000 % 250}.{i // 240 % 250}.{1 + i % 240}", 1024 + i % 60000)
     flow = TcpFlow(client, ("127.0.0.1", 8080), client_isn=(i * 7919) & 0xFFFFFFFF,
                    server_isn=(i * 104729) & 0xFFFFFFFF)
-    return (flow.handshake() + flow.send("c", REQUEST) + flow.send("s", RESPONSE)
+    request, response = _heads(i, varied)
+    return (flow.handshake() + flow.send("c", request) + flow.send("s", response)
             + flow.close())
 
 
-def synthesize(path: Path, packets: int) -> int:
+def synthesize(path: Path, packets: int, varied: bool = True) -> int:
     """Write a capture of about ``packets`` packets; returns the exact count."""
     from wirekit.pcapng.writer import PcapngWriter
 
@@ -53,7 +74,7 @@ def synthesize(path: Path, packets: int) -> int:
         iface = w.add_interface(name="lo")
         conv = 0
         while count < packets:
-            group = [_conv(conv + k) for k in range(16)]
+            group = [_conv(conv + k, varied) for k in range(16)]
             conv += 16
             for step in range(max(map(len, group))):
                 for frames in group:
@@ -134,10 +155,12 @@ def run(args: argparse.Namespace | None = None) -> dict[str, dict[str, float]]:
     if args is None:
         args = _parser().parse_args([])
     workdir = Path(args.workdir or tempfile.gettempdir())
-    capture = workdir / f"wirekit-bench-inspect-{args.packets}.pcapng"
+    varied = args.heads == "varied"
+    suffix = "-varied" if varied else ""
+    capture = workdir / f"wirekit-bench-inspect-{args.packets}{suffix}.pcapng"
     if not capture.exists():
         t0 = time.perf_counter()
-        n = synthesize(capture.with_suffix(".tmp"), args.packets)
+        n = synthesize(capture.with_suffix(".tmp"), args.packets, varied)
         capture.with_suffix(".tmp").rename(capture)
         print(f"synthesized {n} packets ({capture.stat().st_size >> 20} MiB) in "
               f"{time.perf_counter() - t0:.1f}s: {capture}", file=sys.stderr)
@@ -197,6 +220,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--skip", action="append",
                    choices=["tshark", "dpkt", "scapy", "wirekit", "wirekit-no-app"])
+    p.add_argument("--heads", choices=["varied", "identical"], default="varied",
+                   help="HTTP heads differ per conversation (default) or are all the same")
     p.add_argument("--workdir", default=os.environ.get("WIREKIT_BENCH_DIR"))
     return p
 
