@@ -24,12 +24,11 @@ exactly the two connections ``tshark -i lo`` would list for a forward on loopbac
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import os
-import queue
 import threading
-import time
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -43,7 +42,6 @@ __all__ = ["DEFAULT_QUEUE", "Recorder"]
 DEFAULT_QUEUE = 8192  # events (one relay chunk each)
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # payload waiting to be written
 _BATCH_BYTES = 1024 * 1024  # payload per write: the queue's room comes back in small steps
-_STOP: Any = None
 
 
 class Recorder:
@@ -77,7 +75,12 @@ class Recorder:
         self.error: str | None = None
         self._queued_bytes = 0  # changed by the loop side only
         self._written_bytes = 0  # changed by the writer thread only
-        self._q: queue.Queue[Event | None] = queue.Queue(maxsize=max(1, queue_size))
+        # A deque, not queue.Queue: appending takes no lock and wakes no thread.  The writer
+        # sleeps on _wake only when it found the deque empty (then one set() wakes it).
+        self._q: collections.deque[Event] = collections.deque()
+        self._queue_size = max(1, queue_size)
+        self._wake = threading.Event()
+        self._stopping = False
         self._isn = 1000
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="wirekit-recorder", daemon=True)
@@ -96,12 +99,14 @@ class Recorder:
         if size and self._queued_bytes - self._written_bytes + size > self.max_bytes:
             self._drop(event)
             return
-        try:
-            self._q.put_nowait(event)
-        except queue.Full:
+        q = self._q
+        if len(q) >= self._queue_size:
             self._drop(event)
             return
+        q.append(event)
         self._queued_bytes += size
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _drop(self, event: Event) -> None:
         self.dropped_events += 1
@@ -133,23 +138,20 @@ class Recorder:
         ident = 0
         cache: list[object] = [None, 0, []]
         while True:
-            item = q.get()
+            if not q:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                if not q and not self._stopping:
+                    self._wake.wait(0.5)
+                continue
             batch: list[Event] = []
-            stop = item is None
-            if not stop:
-                batch.append(item)  # type: ignore[arg-type]
-                room = _BATCH_BYTES - len(item[6])  # type: ignore[index]
-                while len(batch) < 512 and room > 0:
-                    try:
-                        nxt = q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
-                    room -= len(nxt[6])
-            if batch and self.error is None:
+            room = _BATCH_BYTES
+            while q and len(batch) < 512 and room > 0:
+                event = q.popleft()
+                batch.append(event)
+                room -= len(event[6])
+            if self.error is None:
                 packets: list[tuple[bytes, int, int]] = []
                 size = 0
                 for event in batch:
@@ -164,8 +166,6 @@ class Recorder:
                 except OSError as exc:
                     self._fail(exc)
                 self._written_bytes += size
-            if stop:
-                return
 
     def _fail(self, exc: OSError) -> None:
         name = errno.errorcode.get(exc.errno or 0, "")
@@ -183,15 +183,9 @@ class Recorder:
         if self._closed:
             return
         self._closed = True
-        deadline = time.monotonic() + timeout
-        while self._thread.is_alive():
-            try:
-                self._q.put(_STOP, timeout=0.1)
-                break
-            except queue.Full:
-                if time.monotonic() > deadline:
-                    break
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout)
         with contextlib.suppress(OSError):
             self._file.close()
 
