@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bench import forward as plain
-from bench.harness import BenchError, Proc, cleanup, free_port, loadgen, tool, workdir
+from bench.harness import BenchError, Proc, _tree, cleanup, free_port, loadgen, tool, workdir
 from bench.suite import Measurement, Options, Started, Subject, run_suite
 from bench.table import Column, Target, check_targets, format_table
 
@@ -54,12 +54,13 @@ def _pki() -> tuple[Path, Path, Path]:
     return ca.cert_path, issued.cert_path, issued.key_path
 
 
-def _wirekit() -> Started:
+def _wirekit(workers: int = 1) -> Started:
     ca, cert, key = _pki()
     targets = plain.TARGET_SERVERS.ports()
     tls_ports = {kind: free_port() for kind in targets}
     ports = {kind: free_port() for kind in targets}
-    wk = [sys.executable, "-m", "wirekit", "forward", "-q", "--max-conns", MAX_CONNS]
+    wk = [sys.executable, "-m", "wirekit", "forward", "-q", "--max-conns", MAX_CONNS,
+          "--workers", str(workers)]
     term_rules = [a for kind, t in targets.items()
                   for a in ("-f", f"tls://127.0.0.1:{tls_ports[kind]}=127.0.0.1:{t}")]
     orig_rules = [a for kind in targets
@@ -120,21 +121,25 @@ def subjects(opts: Options) -> list[Subject]:
     return [
         Subject("direct", lambda: Started(plain.TARGET_SERVERS.ports())),
         Subject("wirekit", _wirekit, "two wirekit forward processes (uvloop), TLS 1.3"),
+        Subject("wirekit ×2", lambda: _wirekit(2),
+                "the same with --workers 2 each (stunnel uses a thread per connection)"),
         Subject("stunnel", _stunnel, "two stunnel processes, TLS 1.3, verifyChain+checkHost"),
     ]
 
 
 def _rss_pss(pid: int) -> tuple[int, int]:
+    """RSS and PSS summed over ``pid`` and its children (--workers)."""
     rss = pss = 0
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Rss:"):
-                    rss = int(line.split()[1]) * 1024
-                elif line.startswith("Pss:"):
-                    pss = int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    for p in _tree(pid):
+        try:
+            text = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("Rss", "Pss"):
+                value = int(rest.split()[0]) * 1024
+                rss, pss = (rss + value, pss) if key == "Rss" else (rss, pss + value)
     return rss, pss
 
 
@@ -242,6 +247,8 @@ TARGETS = [
     Target("connections/s", "wirekit", "conn_per_s", "stunnel", 1.0),
     Target("memory KiB per idle TLS pair", "wirekit", "kib_per_pair", "", 64.0,
            higher_is_better=False),
+    Target("throughput (--workers 2)", "wirekit ×2", "thr1_gbps", "stunnel", 1.3),
+    Target("connections/s (--workers 2)", "wirekit ×2", "conn_per_s", "stunnel", 1.0),
 ]
 
 
