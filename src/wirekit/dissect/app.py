@@ -11,7 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from wirekit.dissect.dns import parse_dns
-from wirekit.dissect.http1 import HttpParser, HttpRequest, HttpResponse, looks_like_http_request
+from wirekit.dissect.http1 import (
+    HttpParser,
+    HttpRequest,
+    HttpResponse,
+    looks_like_http_request,
+    simple_exchange,
+)
 from wirekit.errors import ParseError
 
 if TYPE_CHECKING:
@@ -57,8 +63,27 @@ def _looks_like_tls(data: bytes) -> bool:
     return len(data) >= 3 and data[0] in (0x14, 0x15, 0x16, 0x17) and data[1] == 3
 
 
+_ONE_EACH = {"requests": 1, "responses": 1}
+
+
 def _http(conv: Conversation, summary: Summary, c2s: bytes, s2c: bytes) -> None:
     conv.app = "http"
+    quick = simple_exchange(c2s, s2c)
+    if quick is not None:
+        (method, uri, version), req_headers, resp, resp_headers, body = quick
+        host = None
+        for k, v in req_headers:
+            if len(k) == 4 and k.lower() == "host":
+                host = v
+                break
+        summary.http.append({
+            "conversation": conv.id, "method": method, "uri": uri, "host": host,
+            "version": version, "request_headers": req_headers, "request_body_size": 0,
+            "status": int(resp[1]), "reason": resp[2], "response_headers": resp_headers,
+            "response_body_size": body,
+        })
+        conv.app_detail = dict(_ONE_EACH)
+        return
     requests = HttpParser("request")
     responses = HttpParser("response")
     reqs: list[HttpRequest] = []

@@ -9,6 +9,12 @@ HEAD.  A response's framing depends on the request it answers (HEAD, 1xx, 204, 3
 body), so the response parser is told the request methods in order with ``expect(method)``.
 ``close()`` ends a read-until-close body and reports it.  A head larger than ``max_head``
 or a malformed line raises ``ParseError`` with the stream offset.
+
+``simple_exchange(c2s, s2c)`` is the offline analysis's shortcut for the commonest
+conversation: one request without a body, one response whose Content-Length body fills the
+rest of the stream.  It decodes the two heads exactly as the parser does and returns ``None``
+for anything else (or anything malformed), so the caller runs the parser, which then gives
+the same result or error it always did.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from dataclasses import dataclass
 
 from wirekit.errors import ParseError
 
-__all__ = ["HttpParser", "HttpRequest", "HttpResponse", "looks_like_http_request"]
+__all__ = ["HttpParser", "HttpRequest", "HttpResponse", "looks_like_http_request",
+           "simple_exchange"]
 
 Headers = tuple[tuple[str, str], ...]
 _METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PATCH ",
@@ -37,6 +44,73 @@ _Head = tuple[tuple[str, str, str], "Headers", "str | None", "str | None"]
 _HEAD_CACHE: dict[str, dict[tuple[int, bytes], _Head]] = {"request": {}, "response": {}}
 _HEAD_CACHE_SIZE = 1024
 _HEAD_CACHE_MAX_HEAD = 4096
+
+
+def _cached_head(role: str, raw_head: bytes, sep: int, offset: int) -> _Head:
+    cache = _HEAD_CACHE[role]
+    key = (sep, raw_head)
+    parsed = cache.get(key)
+    if parsed is None:
+        parsed = _decode_head(role, raw_head, sep, offset)
+        if len(raw_head) <= _HEAD_CACHE_MAX_HEAD:
+            if len(cache) >= _HEAD_CACHE_SIZE:
+                cache.clear()
+            cache[key] = parsed
+    return parsed
+
+
+def _decode_head(role: str, raw_head: bytes, sep: int, offset: int) -> _Head:
+    text = raw_head.decode("latin-1")
+    raw = text.split("\r\n") if sep == 4 else text.split("\n")
+    first = raw[0]
+    regex = _REQUEST_LINE if role == "request" else _STATUS_LINE
+    m = regex.fullmatch(first)
+    if m is None:
+        raise ParseError(f"not an HTTP {role} line: {first[:40]!r}", offset=offset)
+    headers = []
+    te = cl = None
+    for line in raw[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or " " in name or "\t" in name or "\n" in line:
+            raise ParseError(f"malformed header line {line[:40]!r}", offset=offset)
+        value = value.strip()
+        headers.append((name, value))
+        if len(name) in (14, 17):
+            lname = name.lower()
+            if lname == "content-length" and cl is None:
+                cl = value
+            elif lname == "transfer-encoding":
+                te = value.lower()
+    a, b, c = m.groups()
+    return (a, b, c or ""), tuple(headers), te, cl
+
+
+_Exchange = tuple[tuple[str, str, str], "Headers", tuple[str, str, str], "Headers", int]
+
+
+def simple_exchange(c2s: bytes, s2c: bytes) -> _Exchange | None:
+    """``(request line, request headers, status line, response headers, body size)`` when
+    ``c2s`` is exactly one bodiless request and ``s2c`` exactly one Content-Length response
+    to it (what the parsers would report); ``None`` otherwise."""
+    end = c2s.find(b"\r\n\r\n")
+    if end < 0 or end + 4 != len(c2s) or c2s[0] in (13, 10):
+        return None
+    rend = s2c.find(b"\r\n\r\n")
+    if rend < 0 or not s2c or s2c[0] in (13, 10):
+        return None
+    try:
+        req, req_headers, te, cl = _decode_head("request", c2s[:end], 4, 0)
+        if te is not None or cl is not None or req[0].upper() in ("HEAD", "CONNECT"):
+            return None
+        resp, resp_headers, te, cl = _decode_head("response", s2c[:rend], 4, 0)
+    except ParseError:
+        return None
+    if te is not None or cl is None or not (cl.isascii() and cl.isdigit()):
+        return None
+    status = int(resp[1])
+    if status < 200 or status in (204, 304) or int(cl) != len(s2c) - rend - 4:
+        return None
+    return req, req_headers, resp, resp_headers, int(cl)
 
 
 def looks_like_http_request(data: bytes) -> bool:
@@ -233,46 +307,13 @@ class HttpParser:
                                  offset=self._offset)
             return False
         offset = self._base + pos
-        key = (sep, buf[pos:end])
-        cache = _HEAD_CACHE[self.role]
-        parsed = cache.get(key)
-        if parsed is None:
-            parsed = self._decode_head(key[1], sep, offset)
-            if end - pos <= _HEAD_CACHE_MAX_HEAD:
-                if len(cache) >= _HEAD_CACHE_SIZE:
-                    cache.clear()
-                cache[key] = parsed
+        parsed = _cached_head(self.role, buf[pos:end], sep, offset)
         self._pos = end + sep
         self._head, self._headers, te, cl = parsed
         self._head_offset = offset
         self._body = 0
         self._frame(te or "", cl)
         return True
-
-    def _decode_head(self, raw_head: bytes, sep: int, offset: int) -> _Head:
-        text = raw_head.decode("latin-1")
-        raw = text.split("\r\n") if sep == 4 else text.split("\n")
-        first = raw[0]
-        regex = _REQUEST_LINE if self.role == "request" else _STATUS_LINE
-        m = regex.fullmatch(first)
-        if m is None:
-            raise ParseError(f"not an HTTP {self.role} line: {first[:40]!r}", offset=offset)
-        headers = []
-        te = cl = None
-        for line in raw[1:]:
-            name, colon, value = line.partition(":")
-            if not colon or not name or " " in name or "\t" in name or "\n" in line:
-                raise ParseError(f"malformed header line {line[:40]!r}", offset=offset)
-            value = value.strip()
-            headers.append((name, value))
-            if len(name) in (14, 17):
-                lname = name.lower()
-                if lname == "content-length" and cl is None:
-                    cl = value
-                elif lname == "transfer-encoding":
-                    te = value.lower()
-        a, b, c = m.groups()
-        return (a, b, c or ""), tuple(headers), te, cl
 
     def _frame(self, te: str, cl: str | None) -> None:
         assert self._head is not None
