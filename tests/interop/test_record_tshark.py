@@ -8,12 +8,14 @@ import contextlib
 import os
 import re
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import wirekit
 from conftest import need_peer
 from wirekit.capture.recorder import Recorder
+from wirekit.pcapng import read
 
 CONV = re.compile(r"^(\S+):(\d+)\s+<->\s+(\S+):(\d+)\s")
 
@@ -144,3 +146,33 @@ async def test_tshark_sees_the_gap_of_dropped_packets(tmp_path: Path) -> None:
     flagged = tshark("-r", str(path), "-Y", "tcp.analysis.ack_lost_segment or "
                      "tcp.analysis.lost_segment", "-T", "fields", "-e", "frame.number")
     assert flagged.split(), "tshark should flag the gap the dropped data left"
+
+
+def test_connect_tls_record_is_ciphertext_that_tshark_decrypts(tmp_path: Path,
+                                                               wirekit_proc) -> None:  # type: ignore[no-untyped-def]
+    """``connect tls:// --record``: the TLS leg as ciphertext, keys in a Decryption Secrets
+    Block, so ``tshark -r`` decrypts with no key-log file."""
+    need_peer("tshark")
+    path = tmp_path / "tls.pcapng"
+    server = wirekit_proc("serve", "http", "tls://127.0.0.1:0", "--ca-dir", str(tmp_path / "ca"))
+    _, _, port = server.listening()
+    proc = subprocess.run(
+        [sys.executable, "-m", "wirekit", "connect", f"tls://127.0.0.1:{port}",
+         "--ca", str(tmp_path / "ca" / "ca.pem"), "--record", str(path)],
+        input=b"GET /recorded-secret HTTP/1.0\r\nHost: localhost\r\n\r\n",
+        capture_output=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(b"HTTP/1.0 404")
+    raw = path.read_bytes()
+    assert b"recorded-secret" not in raw and b"404 Not Found" not in raw  # ciphertext only
+    with open(path, "rb") as f:
+        kinds = [type(b).__name__ for b in read(f)]
+    assert "DecryptionSecrets" in kinds
+    assert kinds.index("DecryptionSecrets") < len(kinds) - kinds[::-1].index("Packet") - 1
+    uris = tshark("-r", str(path), "-Y", "http.request", "-T", "fields", "-e",
+                  "http.request.uri").split()
+    assert uris == ["/recorded-secret"]
+    status = tshark("-r", str(path), "-Y", "http.response", "-T", "fields", "-e",
+                    "http.response.code").split()
+    assert status == ["404"]
+    assert tshark("-r", str(path), "-Y", "tcp.analysis.flags") == ""

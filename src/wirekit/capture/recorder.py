@@ -108,6 +108,10 @@ class Recorder:
         if not self._wake.is_set():
             self._wake.set()
 
+    def secrets(self, keylog: bytes) -> None:
+        """Queue NSS key-log lines, written as a Decryption Secrets Block in order."""
+        self.offer((0, (b"", 0), (b"", 0), 0, 0, 0, keylog, 0, False))
+
     def _drop(self, event: Event) -> None:
         self.dropped_events += 1
         n = len(event[6])
@@ -154,13 +158,19 @@ class Recorder:
             if self.error is None:
                 packets: list[tuple[bytes, int, int]] = []
                 size = 0
-                for event in batch:
-                    ts = event[7]
-                    size += len(event[6])
-                    for frame in frames(event, ident, cache):
-                        ident += 1
-                        packets.append((frame, ts, len(frame)))
                 try:
+                    for event in batch:
+                        size += len(event[6])
+                        if event[0] == 0:  # TLS keys: a DSB ahead of what they decrypt
+                            self._writer.write_packets(self._iface, packets)
+                            self.packets += len(packets)
+                            packets = []
+                            self._writer.write_secrets(event[6])
+                            continue
+                        ts = event[7]
+                        for frame in frames(event, ident, cache):
+                            ident += 1
+                            packets.append((frame, ts, len(frame)))
                     self._writer.write_packets(self._iface, packets)
                     self.packets += len(packets)
                 except OSError as exc:

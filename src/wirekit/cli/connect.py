@@ -111,10 +111,21 @@ async def _run_tcp(config: ConnectConfig, render: _Render,
     from wirekit.net.tcp import connect as tcp_connect
 
     tls_kwargs = config.tls.kwargs() if config.tls is not None else {}
+    cipher = None
+    if recorder is not None and config.tls is not None:
+        from wirekit.capture.tls_record import TlsLegTap
+
+        cipher = TlsLegTap(recorder)  # the TLS leg: ciphertext and keys, not plaintext
+        tls_kwargs["tls_hook"] = cipher.context_hook
     conn = await tcp_connect(config.address, timeout=config.timeout, **tls_kwargs)  # type: ignore[arg-type]
     on_data, on_sent = render.received, render.sent
-    leg = recording.StreamLeg(recorder, conn.local, conn.peer) if recorder else None
-    if leg is not None:
+    leg: recording.StreamLeg | TlsLegTap | None = None
+    if cipher is not None:
+        cipher.bind(conn.local, conn.peer)
+        leg = cipher
+    elif recorder is not None:
+        leg = recording.StreamLeg(recorder, conn.local, conn.peer)
+    if isinstance(leg, recording.StreamLeg):
         on_data, on_sent = leg.on_data(on_data), leg.on_sent(on_sent)
     async with conn:
         where = str(config.address)
@@ -324,9 +335,9 @@ def connect(
         tls=tls,
     )
     render = _Render(config)
-    if record and addr.scheme != "tcp":
-        raise UsageError(f"--record of a {addr.scheme}:// connection is not supported yet "
-                         "(tcp:// only)")
+    if record and addr.scheme == "udp":
+        raise UsageError("--record of a udp:// connection is not supported yet "
+                         "(tcp:// and tls:// only)")
     recorder = recording.start(record)
     try:
         run(_run_udp(config, render) if udp else _run_tcp(config, render, recorder))

@@ -17,7 +17,7 @@ import errno
 import os
 import socket
 import ssl as _ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from wirekit.address import Address, parse_address
@@ -49,6 +49,7 @@ async def connect(
     min_version: str | None = None,
     max_version: str | None = None,
     keylog: str | os.PathLike[str] | None = None,
+    tls_hook: Callable[[_ssl.SSLContext], None] | None = None,
 ) -> Connection:
     """Connect to ``address`` (``HOST:PORT``, ``:PORT``, ``[v6]:PORT``, ``tcp://``, ``tls://``).
 
@@ -57,7 +58,9 @@ async def connect(
     the system's; ``insecure``: do not verify; ``cert``/``key``: client certificate;
     ``sni``/``no_sni``; ``alpn``; ``min_version``/``max_version`` ``"1.2"``/``"1.3"``;
     ``keylog``).  Or pass your own ``ssl`` context (and ``server_hostname``), which is used
-    as it is, also for a ``tcp://`` address.  Raises :class:`~wirekit.errors.ResolveError`,
+    as it is, also for a ``tcp://`` address.  ``tls_hook(context)`` may adjust the context
+    wirekit made for ``tls://`` before it is used (recording: see
+    :mod:`wirekit.capture.tls_record`).  Raises :class:`~wirekit.errors.ResolveError`,
     :class:`~wirekit.errors.ConnectRefused`, :class:`~wirekit.errors.ConnectTimeout`,
     :class:`~wirekit.errors.NetworkUnreachable`, :class:`~wirekit.errors.CertificateError`
     (``.verdicts`` says why), :class:`~wirekit.errors.TLSError` or another
@@ -82,6 +85,8 @@ async def connect(
                             no_sni=no_sni, alpn=alpn, min_version=min_version,
                             max_version=max_version, keylog=keylog)
         ssl, server_hostname = client.context, client.server_hostname
+        if tls_hook is not None:
+            tls_hook(ssl)
     elif tls_options:
         raise UsageError(f"TLS options need a tls:// address, not {addr}")
     if timeout is None or timeout <= 0:

@@ -1,0 +1,155 @@
+"""Recording a TLS connection as the ciphertext that crossed the wire, keys included.
+
+Theory of operation
+-------------------
+asyncio and uvloop drive TLS through an ``SSLObject`` made by ``context.sslobject_class``
+over two ``MemoryBIO``s: the transport writes received ciphertext into *incoming* and
+sends what appears in *outgoing*.  Neither BIO can be peeked, so the recording class puts
+its own pair between them and OpenSSL, and moves the bytes across on every call::
+
+    transport -> incoming ==(pulled, recorded "s")==> inner_in  -> OpenSSL
+    transport <- outgoing <==(pushed, recorded "c")== inner_out <- OpenSSL
+
+The session keys come from the context's key log (``keylog_filename``; a private
+temporary file when the user did not ask for one).  After each call any new key-log lines
+are recorded *before* the ciphertext pulled for that call, so the Decryption Secrets Block
+lands ahead of the first records it decrypts (a one-pass reader like ``tshark -r``
+decrypts the server's first encrypted flight too).
+
+The TCP addresses are known only once connected, after the handshake: events are held
+until :meth:`TlsLegTap.bind` and then written after the leg's handshake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+import tempfile
+import time
+from typing import TYPE_CHECKING, Any
+
+from wirekit.capture.flows import TcpLeg
+
+if TYPE_CHECKING:
+    from wirekit.address import Address
+    from wirekit.capture.recorder import Recorder
+
+__all__ = ["TlsLegTap"]
+
+
+class TlsLegTap:
+    """The ciphertext leg of one TLS client connection (``context_hook`` before
+    connecting, ``bind`` once connected, ``end`` at the end)."""
+
+    def __init__(self, rec: Recorder) -> None:
+        self.rec = rec
+        self.leg: TcpLeg | None = None
+        self._held: list[tuple[str, bytes, int]] | None = []
+        self._keylog: str | None = None
+        self._own_keylog: str | None = None
+        self._offset = 0
+
+    def context_hook(self, ctx: ssl.SSLContext) -> None:
+        if not ctx.keylog_filename:
+            fd, path = tempfile.mkstemp(prefix="wirekit-keys-", suffix=".log")
+            os.close(fd)
+            os.unlink(path)  # the ssl module creates it, private to us
+            ctx.keylog_filename = path
+            self._own_keylog = path
+        self._keylog = ctx.keylog_filename
+        with contextlib.suppress(OSError):
+            self._offset = os.path.getsize(self._keylog)
+        base = ctx.sslobject_class or ssl.SSLObject
+        ctx.sslobject_class = _recording_class(base, self)
+
+    # -- called by the recording SSLObject ----------------------------------------------
+    def _keys(self) -> None:
+        if self._keylog is None:
+            return
+        try:
+            with open(self._keylog, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except OSError:
+            return
+        end = data.rfind(b"\n") + 1  # whole lines only
+        if end:
+            self._offset += end
+            self._event("k", data[:end])
+
+    def _cipher(self, side: str, data: bytes) -> None:
+        self._event(side, data)
+
+    def _event(self, kind: str, data: bytes) -> None:
+        ns = time.time_ns()
+        if self._held is not None:
+            self._held.append((kind, data, ns))
+        else:
+            self._apply(kind, data, ns)
+
+    def _apply(self, kind: str, data: bytes, ns: int) -> None:
+        if kind == "k":
+            self.rec.secrets(data)
+        elif self.leg is not None:
+            self.leg.data(kind, data, ns)
+
+    # -- owner --------------------------------------------------------------------------
+    def bind(self, local: Address, peer: Address) -> None:
+        held, self._held = self._held or [], None
+        self.leg = self.rec.tcp((local.host, local.port), (peer.host, peer.port))
+        opened = min([ns for _, _, ns in held] or [time.time_ns()])
+        self.leg.open(opened)
+        for kind, data, ns in held:
+            self._apply(kind, data, ns)
+
+    def end(self, *, reset: bool = False) -> None:
+        if self.leg is not None:
+            ns = time.time_ns()
+            self.leg.reset("s", ns) if reset else self.leg.close(ns)
+        if self._own_keylog is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._own_keylog)
+
+
+def _recording_class(base: Any, tap: TlsLegTap) -> Any:
+    class _Recording(base):  # type: ignore[misc, valid-type]
+        @classmethod
+        def _create(cls, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, *args: Any,
+                    **kwargs: Any) -> Any:
+            inner_in, inner_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            obj = super()._create(inner_in, inner_out, *args, **kwargs)
+            obj._wk_bios = (incoming, outgoing, inner_in, inner_out)
+            return obj
+
+        def _wk_call(self, fn: Any, *args: Any) -> Any:
+            outer_in, outer_out, inner_in, inner_out = self._wk_bios
+            pulled = outer_in.read()
+            if pulled:
+                inner_in.write(pulled)
+            if outer_in.eof and not inner_in.eof:
+                inner_in.write_eof()
+            try:
+                return fn(*args)
+            finally:
+                tap._keys()
+                if pulled:
+                    tap._cipher("s", pulled)
+                pushed = inner_out.read()
+                if pushed:
+                    outer_out.write(pushed)
+                    tap._cipher("c", pushed)
+
+        def do_handshake(self) -> None:
+            self._wk_call(super().do_handshake)
+
+        def read(self, *args: Any) -> Any:
+            return self._wk_call(super().read, *args)
+
+        def write(self, data: Any) -> int:
+            return int(self._wk_call(super().write, data))
+
+        def unwrap(self) -> Any:
+            return self._wk_call(super().unwrap)
+
+    return _Recording
