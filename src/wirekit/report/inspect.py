@@ -85,10 +85,9 @@ def summary_json(summary: Summary) -> dict[str, Any]:
 # -- the compact JSON text, written directly ------------------------------------------------
 #
 # ``summary_json_text`` yields exactly ``json.dumps(summary_json(s), separators=(",", ":"))``
-# in pieces, without building the document first: one ``%`` template per conversation and
-# per HTTP exchange (the bulk of a big capture), the stdlib encoder for everything else.
-# A capture repeats header lists (the HTTP head cache hands out the same tuples), so their
-# encodings are memoised.
+# in pieces, without building the document first: one ``%`` template per conversation (with
+# the repeated app_detail encodings memoised), HTTP exchanges in batches through the C
+# encoder, the stdlib encoder for everything else.
 
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 _DETAIL_MEMO: dict[tuple[tuple[tuple[str, Any], ...], tuple[type, ...]], str] = {}
@@ -97,28 +96,10 @@ _CONV = ('{"id":%d,"proto":%s,"client":%s,"server":%s,'
          '"bytes":{"client_to_server":%d,"server_to_client":%d,"total":%d},'
          '"start":%r,"duration":%r,"opened":%s,"closed":%s,"retransmissions":%d,'
          '"app":%s,"app_detail":%s}')
-_HTTP = ('{"conversation":%d,"method":%s,"uri":%s,"host":%s,"version":%s,'
-         '"request_headers":%s,"request_body_size":%s,"status":%s,"reason":%s,'
-         '"response_headers":%s,"response_body_size":%s}')
-_HEADERS_MEMO: dict[tuple[tuple[str, str], ...], str] = {}
 
 
 def _opt_str(value: str | None) -> str:
     return "null" if value is None else _jstr(value)
-
-
-def _opt_int(value: int | None) -> str:
-    return "null" if value is None else "%d" % value  # noqa: UP031
-
-
-def _headers(headers: tuple[tuple[str, str], ...]) -> str:
-    text = _HEADERS_MEMO.get(headers)
-    if text is None:
-        text = "[" + ",".join(f"[{_jstr(k)},{_jstr(v)}]" for k, v in headers) + "]"
-        if len(_HEADERS_MEMO) >= 1024:
-            _HEADERS_MEMO.clear()
-        _HEADERS_MEMO[headers] = text
-    return text
 
 
 def _detail(detail: dict[str, Any]) -> str:
@@ -149,19 +130,18 @@ def _conversation_text(first: int | None, conv: Conversation) -> str:
         _opt_str(conv.app), _detail(detail) if detail else "{}")
 
 
-def _http_text(e: dict[str, Any]) -> str:
-    if type(e["request_headers"]) is not tuple or type(e["response_headers"]) is not tuple:
-        return _ENCODE(e)
-    return _HTTP % (
-        e["conversation"], _opt_str(e["method"]), _opt_str(e["uri"]), _opt_str(e["host"]),
-        _opt_str(e["version"]), _headers(e["request_headers"]),
-        _opt_int(e["request_body_size"]), _opt_int(e["status"]), _opt_str(e["reason"]),
-        _headers(e["response_headers"]), _opt_int(e["response_body_size"]))
-
-
 def _list_text(items: list[Any], one: Any) -> Iterator[str]:
     for i, item in enumerate(items):
         yield ("," if i else "") + one(item)
+
+
+def _batches(items: list[dict[str, Any]], size: int = 2048) -> Iterator[str]:
+    """The entries, comma-separated, encoded a batch at a time by the C encoder (a header
+    tuple encodes as a list, as in the document); one call per
+    batch costs less than a template per entry."""
+    for i in range(0, len(items), size):
+        text = _ENCODE(items[i : i + size])
+        yield ("," if i else "") + text[1:-1]
 
 
 def summary_json_text(summary: Summary) -> Iterator[str]:
@@ -176,7 +156,7 @@ def summary_json_text(summary: Summary) -> Iterator[str]:
     yield '],"tls":['
     yield from _list_text(summary.tls, _ENCODE)
     yield '],"http":['
-    yield from _list_text(summary.http, _http_text)
+    yield from _batches(summary.http)
     yield '],"dns":['
     yield from _list_text(summary.dns, _ENCODE)
     yield '],"error":' + _ENCODE(error) + "}"
