@@ -18,6 +18,9 @@ decrypts the server's first encrypted flight too).
 
 The TCP addresses are known only once connected, after the handshake: events are held
 until :meth:`TlsLegTap.bind` and then written after the leg's handshake.
+
+``pending()`` also counts the ciphertext waiting in the inner BIO: uvloop keeps calling
+``read`` only while ``incoming.pending`` or ``pending()`` is non-zero.
 """
 
 from __future__ import annotations
@@ -151,5 +154,11 @@ def _recording_class(base: Any, tap: TlsLegTap) -> Any:
 
         def unwrap(self) -> Any:
             return self._wk_call(super().unwrap)
+
+        def pending(self) -> int:
+            # uvloop reads while ``incoming.pending or sslobj.pending()``: ciphertext
+            # already moved into inner_in (say a close_notify behind the last data
+            # record) must count, or it is never read.
+            return int(super().pending()) + self._wk_bios[2].pending
 
     return _Recording
