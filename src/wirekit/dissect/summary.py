@@ -33,7 +33,10 @@ _U16 = struct.Struct("!H").unpack_from
 _IPV4 = struct.Struct("!BxHxxHxB2x4s4s").unpack_from
 _IPV6 = struct.Struct("!4xHBx16s16s").unpack_from
 _TCP = struct.Struct("!HHIIH").unpack_from
-_ETH_V4_TCP = struct.Struct("!12xHBxHxxHxB2x4s4sHHIIH").unpack_from
+# Addresses are skipped: the conversation is looked up by the 12 raw bytes that hold them
+# and the ports (one slice, hashed once), see ``Summary._v4tcp``.
+_ETH_V4_TCP = struct.Struct("!12xHBxHxxHxB10xHHIIH").unpack_from
+_PORTS = struct.Struct("!HH").pack
 _TCPWIN = struct.Struct("!H").unpack_from
 _UDP = struct.Struct("!HHH").unpack_from
 _U32LE = struct.Struct("<I").unpack_from
@@ -67,6 +70,9 @@ class Summary:
         self.first_ns: int | None = None
         self.non_ip = 0
         self._keys: dict[tuple[bytes, int, bytes, int, int], tuple[Conversation, int]] = {}
+        # IPv4 TCP conversations again, keyed by the raw header bytes src ip, dst ip, src
+        # port, dst port (as on the wire): what the Ethernet + IPv4 + TCP fast path looks up.
+        self._v4tcp: dict[bytes, tuple[Conversation, int]] = {}
 
     # -- conversations -------------------------------------------------------------------
 
@@ -94,6 +100,9 @@ class Summary:
         # Backward first: a packet sent to its own address and port keys both ways alike.
         self._keys[(dst, dport, src, sport, pnum)] = backward
         self._keys[(src, sport, dst, dport, pnum)] = forward
+        if pnum == 6 and len(src) == 4:
+            self._v4tcp[dst + src + _PORTS(dport, sport)] = backward
+            self._v4tcp[src + dst + _PORTS(sport, dport)] = forward
         return forward
 
     def _finish(self, conv: Conversation) -> None:
@@ -110,6 +119,7 @@ class Summary:
 
     def run(self, buf: Buffer, progress: Callable[[int], None] | None = None) -> None:
         keys = self._keys
+        v4tcp = self._v4tcp
         new = self._new
         on_packet = self.on_packet
         n = self.packets
@@ -122,7 +132,7 @@ class Summary:
                 fast = False
                 if lt == 1 and caplen >= 48:
                     # Ethernet + IPv4 without options + TCP: one unpack for all three.
-                    (et, vihl, total, frag, proto, src, dst, sport, dport, seq, ack,
+                    (et, vihl, total, frag, proto, sport, dport, seq, ack,
                      offflags) = _ETH_V4_TCP(buf, off)
                     if (et == 0x0800 and vihl == 0x45 and proto == 6 and total >= 40
                             and not frag & 0x1FFF):
@@ -213,9 +223,19 @@ class Summary:
                             continue
                         sport, dport, seq, ack, offflags = _TCP(buf, l4)
                     flags = offflags & 0x1FF
-                    e = keys.get((src, sport, dst, dport, 6))
-                    if e is None or (flags & 0x12 == 0x02 and e[0].split_by(seq)):
-                        e = new("tcp", src, sport, dst, dport, ts, 6, flags & 0x12 == 0x12)
+                    if fast:
+                        k = buf[off + 26 : off + 38]
+                        e = v4tcp.get(k)
+                        if e is None or (flags & 0x12 == 0x02 and e[0].split_by(seq)) or (
+                                on_packet is not None):
+                            src, dst = k[:4], k[4:8]
+                            if e is None or (flags & 0x12 == 0x02 and e[0].split_by(seq)):
+                                e = new("tcp", src, sport, dst, dport, ts, 6,
+                                        flags & 0x12 == 0x12)
+                    else:
+                        e = keys.get((src, sport, dst, dport, 6))
+                        if e is None or (flags & 0x12 == 0x02 and e[0].split_by(seq)):
+                            e = new("tcp", src, sport, dst, dport, ts, 6, flags & 0x12 == 0x12)
                     conv, d = e
                     pstart = l4 + ((offflags >> 12) << 2)
                     plen = ipend - pstart
