@@ -31,6 +31,7 @@ _LAZY = {
     "Forwarder": "wirekit.net.forward",
     "tunnel": "wirekit.ssh.tunnel",
     "SSHTunnel": "wirekit.ssh.sync",
+    "Recorder": "wirekit.capture.recorder",
 }
 
 __all__ = ["Address", "__version__", "errors", "parse_address", *_LAZY]
