@@ -6,14 +6,18 @@
 
 Each accepted client is admitted by a :class:`~wirekit.net.gate.Gate` (ACL, max-conns),
 then joined to a fresh connection to the target by a :class:`~wirekit.net.relay.Relay`.
-The only task per connection is the connect attempt; an established pair costs no task.
-One sweeper task per forwarder closes connections idle for ``limits.idle_timeout``.
+The only task per connection is the connect attempt, and it runs the loop's own
+``create_connection`` (no coroutine of ours, no ``asyncio.timeout``): its done-callback
+joins or fails the relay, and one timer per forwarder (not per connection) enforces the
+connect timeout.  An established pair costs no task.  One sweeper task per forwarder
+closes connections idle for ``limits.idle_timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import sys
 import time
@@ -133,6 +137,9 @@ class Forwarder:
         self._closed = False
         self._accepting = True
         self._target_label = target.hostport
+        self._loop: asyncio.AbstractEventLoop  # set by _start
+        self._watch: asyncio.TimerHandle | None = None
+        self._tick = max(0.01, min(connect_timeout / 10, 0.5))  # connect-timeout precision
 
     # -- counters ---------------------------------------------------------------------
     @property
@@ -159,7 +166,7 @@ class Forwarder:
 
     # -- lifecycle --------------------------------------------------------------------
     async def _start(self, sock: socket.socket | None, reuse_port: bool) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         with bind_errors(self.listen.host, self.listen.port):
             if sock is not None:
                 server = await loop.create_server(self._accept, sock=sock, backlog=1024)
@@ -202,9 +209,67 @@ class Forwarder:
             client = Address("tcp", host, port)
             relay.tap = self._tap(ConnInfo("tcp", client, self.address, self.target))
         self._relays.add(relay)
-        self._connecting[relay] = asyncio.get_running_loop().create_task(self._connect(relay))
+        self._dial(relay)
+
+    # -- reaching the target (the hot path of new connections) -------------------------
+    def _dial(self, relay: Relay) -> None:
+        loop = self._loop
+        task = loop.create_task(loop.create_connection(
+            relay.target_protocol, self.target.host, self.target.port))
+        task.add_done_callback(functools.partial(self._dialled, relay))
+        self._connecting[relay] = task
+        if self._watch is None:
+            self._watch = loop.call_later(self._tick, self._watch_connects)
+
+    def _dialled(self, relay: Relay, task: asyncio.Task[object]) -> None:
+        if self._connecting.get(relay) is task:
+            del self._connecting[relay]
+        if task.cancelled():
+            relay.target_gone()
+            return
+        exc = task.exception()
+        if exc is None:
+            connected = getattr(relay.tap, "target_connected", None)  # a recording tap
+            if connected is not None:
+                connected(task.result()[0])  # type: ignore[index]
+            return
+        host, port = self.target.host, self.target.port
+        try:
+            with connect_errors(host, port, self.connect_timeout):
+                raise exc
+        except ConnectTimeout as err:
+            self.failed += 1
+            relay.fail("timeout", str(err))
+        except NetError as err:
+            self.failed += 1
+            relay.fail("refused", str(err))
+        finally:
+            relay.target_gone()
+
+    def _watch_connects(self) -> None:
+        # Connect attempts start in deadline order (one timeout for all), so the scan
+        # stops at the first one still in time.
+        self._watch = None
+        limit = time.monotonic() - self.connect_timeout
+        expired = []
+        for relay, task in self._connecting.items():
+            if relay.started > limit:
+                break
+            expired.append((relay, task))
+        for relay, task in expired:
+            del self._connecting[relay]
+            task.cancel()
+            try:
+                with connect_errors(self.target.host, self.target.port, self.connect_timeout):
+                    raise TimeoutError
+            except ConnectTimeout as err:
+                self.failed += 1
+                relay.fail("timeout", str(err))
+        if self._connecting and not self._closed:
+            self._watch = self._loop.call_later(self._tick, self._watch_connects)
 
     async def _connect(self, relay: Relay) -> None:
+        # The coroutine form (TLS forwarders use it; plain TCP uses _dial).
         loop = asyncio.get_running_loop()
         host, port = self.target.host, self.target.port
         try:
@@ -286,6 +351,9 @@ class Forwarder:
             relay.abort("shutdown") if not relay.connected else relay.close("shutdown")
         for task in list(self._connecting.values()):
             task.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         # Closing flushes; give the transports a moment, then force whatever is left.
         if self._relays:
             await self.gate.drained(1.0)

@@ -261,6 +261,10 @@ class TLSForwarder(Forwarder):
             return
         self._connecting[relay] = asyncio.get_running_loop().create_task(self._connect(relay))
 
+    def _dial(self, relay: Relay) -> None:
+        # The coroutine path (TLS origination, and no per-forwarder loop for TLS listeners).
+        self._connecting[relay] = asyncio.get_running_loop().create_task(self._connect(relay))
+
     def _new_relay(self) -> Relay:
         return Relay(target=self._target_label, on_done=self._relay_done,
                      on_start=self._admit, high=self._high, low=self._low,
