@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from typing import TYPE_CHECKING
 
 import wirekit
 from wirekit.tour.narrator import Narrator
+from wirekit.tour.recording import DEFAULT_PATH
+
+if TYPE_CHECKING:
+    from wirekit.address import Address
+    from wirekit.capture.recorder import Recorder
 
 __all__ = ["raw_http", "tcp_time", "udp_time"]
 
@@ -16,11 +23,22 @@ def _check_ctime(reply: bytes) -> str:
     return text
 
 
+def _recorder(n: Narrator) -> Recorder | None:
+    return n.recording.recorder if n.recording is not None else None
+
+
+def _record_flag(n: Narrator) -> str:
+    return f" --record {DEFAULT_PATH}" if n.recording is not None else ""
+
+
 async def tcp_time(n: Narrator) -> None:
     n.step("Start the time server (the chapter's port is 12345; the tour lets the kernel pick)")
-    n.command("wirekit serve time :12345")
-    async with await wirekit.serve("time", "tcp://127.0.0.1:0") as server:
+    n.command(f"wirekit serve time :12345{_record_flag(n)}")
+    async with await wirekit.serve("time", "tcp://127.0.0.1:0",
+                                   record=_recorder(n)) as server:
         n.say(f"listening on {server.address}")
+        if n.recording is not None:
+            n.recording.tcp[server.address.port] = "time"
 
         n.step("The chapter's client: connect, send GET TIME, read the reply")
         n.command(f"wirekit connect {server.address.hostport} --send 'GET TIME' --no-stdin")
@@ -47,9 +65,13 @@ async def tcp_time(n: Narrator) -> None:
 
 async def raw_http(n: Narrator) -> None:
     n.step("Start a minimal HTTP server")
-    n.command("wirekit serve http :8080")
-    async with await wirekit.serve("http", "tcp://127.0.0.1:0") as server:
+    n.command(f"wirekit serve http :8080{_record_flag(n)}")
+    async with await wirekit.serve("http", "tcp://127.0.0.1:0",
+                                   record=_recorder(n)) as server:
         n.say(f"listening on {server.address}")
+        if n.recording is not None:
+            n.recording.tcp[server.address.port] = "http"
+            n.recording.http_uris.append("/")
         n.step("Speak HTTP/1.0 by hand, as the chapter does")
         request = b"GET / HTTP/1.0\r\n\r\n"
         n.command(f"wirekit connect {server.address.hostport} --send 'GET / HTTP/1.0\\r\\n\\r\\n'")
@@ -71,10 +93,28 @@ async def udp_time(n: Narrator) -> None:
     n.command("wirekit serve time udp://:12345")
     async with await wirekit.serve("time", "udp://127.0.0.1:0") as server:
         n.say(f"listening on {server.address}")
-        n.step("One datagram out, one datagram back; no handshake, no connection")
-        n.command(f"wirekit connect udp://{server.address.hostport} --send 'GET TIME'")
-        reply = await wirekit.udp_request(server.address, b"GET TIME", timeout=2, retries=3)
-        n.sent(b"GET TIME")
-        n.received(reply, "server")
-        n.ok(f"the server's clock says {_check_ctime(reply)}; had the datagram been lost, "
-             "udp_request would have sent it again")
+        async with contextlib.AsyncExitStack() as stack:
+            target = server.address
+            if n.recording is not None:
+                target = await _recording_forward(n, stack, server.address)
+            n.step("One datagram out, one datagram back; no handshake, no connection")
+            n.command(f"wirekit connect udp://{target.hostport} --send 'GET TIME'")
+            reply = await wirekit.udp_request(target, b"GET TIME", timeout=2, retries=3)
+            n.sent(b"GET TIME")
+            n.received(reply, "server")
+            n.ok(f"the server's clock says {_check_ctime(reply)}; had the datagram been lost, "
+                 "udp_request would have sent it again")
+
+
+async def _recording_forward(n: Narrator, stack: contextlib.AsyncExitStack,
+                             service: Address) -> Address:
+    """The datagrams go through a recording UDP forward (``serve udp://`` does not record
+    yet); the recorded leg is the client <-> the forward, a real UDP exchange."""
+    assert n.recording is not None
+    n.step("For the recording: the datagrams go through a recording UDP forward")
+    n.command(f"wirekit forward udp://:12346 udp://:{service.port}{_record_flag(n)}")
+    fwd = await wirekit.forward("udp://127.0.0.1:0", service, record=n.recording.recorder)
+    await stack.enter_async_context(fwd)
+    n.say(f"forwarding {fwd.address} -> {service}; the tour's client talks to the forward")
+    n.recording.udp.append(fwd.address.port)
+    return fwd.address

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from wirekit.tour.recording import TourRecording
 
 __all__ = ["Narrator", "SectionSkipped", "TourResult"]
 
@@ -30,8 +34,11 @@ class TourResult:
 class Narrator:
     """Writes the tour to a rich console (stdout: the tour *is* the output)."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None,
+                 recording: TourRecording | None = None) -> None:
         self.console = console or Console(highlight=False)
+        # The tour's pcapng file (None: --no-record); sections record into it.
+        self.recording = recording
 
     def section(self, title: str) -> None:
         self.console.rule(f"[bold]{escape(title)}")
@@ -60,6 +67,11 @@ class Narrator:
 
     def skip(self, text: str) -> None:
         self.console.print(f"  [yellow]skipped: {escape(text)}[/]")
+
+    def block(self, text: str) -> None:
+        """Preformatted text (a report), indented, never re-wrapped."""
+        for line in text.splitlines():
+            self.console.print(f"  {escape(line)}", soft_wrap=True)
 
     def columns(self, headers: tuple[str, str], rows: list[tuple[str, str]]) -> None:
         """Two things shown side by side (e.g. the same exchange seen on two wires)."""

@@ -16,7 +16,7 @@ SECTION_TIMEOUT = 30.0
 
 def _sections() -> list[tuple[str, Section]]:
     # Imported here so each section's dependencies load only when the tour runs.
-    from wirekit.tour import basics, forwarding, ssh, tls
+    from wirekit.tour import basics, forwarding, inspection, ssh, tls
 
     return [
         ("TCP: the time server and its client", basics.tcp_time),
@@ -27,6 +27,7 @@ def _sections() -> list[tuple[str, Section]]:
         ("TLS: a CA, a TLS time server, the chain, the handshake, a refusal", tls.tls_time),
         ("SSH: wirekit sshd, a -L tunnel to the time service, encrypted vs plaintext legs",
          ssh.ssh_tunnel),
+        ("Inspection: what went over the wire", inspection.inspect_recording),
     ]
 
 

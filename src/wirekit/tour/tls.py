@@ -4,15 +4,21 @@ handshake message by message, and a man in the middle (a self-signed server) ref
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import wirekit
 from wirekit.errors import CertificateError
 from wirekit.tls import certs
 from wirekit.tour.basics import _check_ctime
 from wirekit.tour.narrator import Narrator
+from wirekit.tour.recording import DEFAULT_PATH
+
+if TYPE_CHECKING:
+    from wirekit.net.stream import Connection
 
 __all__ = ["tls_time"]
 
@@ -41,16 +47,52 @@ async def tls_time(n: Narrator) -> None:
             port = server.address.port
             n.say(f"listening on {server.address}")
             await _ask_time(n, port, ca.cert_path)
+            if n.recording is not None:
+                await _ask_time_tls12(n, port, ca.cert_path)
             report = await _probe(n, port, ca.cert_path)
             _show_chain(n, report)
             _show_handshake(n, report.handshake or ())
         await _refuse_self_signed(n, d, ca.cert_path)
 
 
+@contextlib.asynccontextmanager
+async def _recorded_connect(n: Narrator, port: int, ca: Path,
+                            max_version: str | None = None) -> AsyncIterator[Connection]:
+    """``wirekit.connect`` to the TLS time server; with the tour recording, the ciphertext
+    that crossed the wire and the session keys go into the tour's file."""
+    tap = n.recording.tls_tap() if n.recording is not None else None
+    conn = await wirekit.connect(f"tls://localhost:{port}", ca=ca, max_version=max_version,
+                                 tls_hook=tap.context_hook if tap is not None else None)
+    if tap is not None and n.recording is not None:
+        tap.bind(conn.local, conn.peer)
+        n.recording.tls[conn.local.port] = max_version or "default"
+    try:
+        async with conn:
+            yield conn
+    finally:
+        if tap is not None:
+            tap.end()
+
+
+async def _ask_time_tls12(n: Narrator, port: int, ca: Path) -> None:
+    n.step("For the recording: once more over TLS 1.2, whose handshake travels in clear")
+    n.say("TLS 1.3 encrypts everything after the ServerHello (certificate, ticket); a TLS 1.2 "
+          "connection shows the Certificate and NewSessionTicket to anyone on the wire")
+    n.command(f"wirekit connect tls://localhost:{port} --ca ca.pem --max-version 1.2 "
+              f"--send 'GET TIME' --record {DEFAULT_PATH}")
+    async with _recorded_connect(n, port, ca, max_version="1.2") as conn:
+        sslobj = conn.writer.get_extra_info("ssl_object")
+        await conn.send(b"GET TIME")
+        reply = await conn.recv(timeout=5)
+        _check_ctime(reply)
+        n.ok(f"{sslobj.version()} with {sslobj.cipher()[0]}: the time again")
+
+
 async def _ask_time(n: Narrator, port: int, ca: Path) -> None:
     n.step("Connect, verify the server, ask for the time")
-    n.command(f"wirekit connect tls://localhost:{port} --ca ca.pem --send 'GET TIME'")
-    async with await wirekit.connect(f"tls://localhost:{port}", ca=ca) as conn:
+    record = f" --record {DEFAULT_PATH}" if n.recording is not None else ""
+    n.command(f"wirekit connect tls://localhost:{port} --ca ca.pem --send 'GET TIME'{record}")
+    async with _recorded_connect(n, port, ca) as conn:
         sslobj = conn.writer.get_extra_info("ssl_object")
         n.say(f"{sslobj.version()} with {sslobj.cipher()[0]}; the certificate is trusted "
               "and carries the name 'localhost'")
