@@ -58,12 +58,13 @@ class TLSOptions:
     min_version: str | None = None
     max_version: str | None = None
     keylog: str | None = None
+    crl: tuple[str, ...] = ()
 
     def kwargs(self) -> dict[str, object]:
         return {"ca": self.ca, "insecure": self.insecure, "cert": self.cert, "key": self.key,
                 "sni": self.sni, "no_sni": self.no_sni, "alpn": self.alpn,
                 "min_version": self.min_version, "max_version": self.max_version,
-                "keylog": self.keylog}
+                "keylog": self.keylog, "crl": self.crl or None}
 
 
 class _Render:
@@ -231,6 +232,7 @@ Examples:
   wirekit connect tls://localhost:8443 --ca ~/.local/share/wirekit/ca/ca.pem
   wirekit connect tls://10.0.0.5:993 --sni mail.internal --max-version 1.2
   wirekit connect tls://:8443 --cert me.pem --key me-key.pem   # mutual TLS
+  wirekit connect tls://internal:443 --ca ca.pem --crl ca.crl  # refuse a revoked certificate
 
 \b
 Exit codes: 0 the peer closed (or --wait passed quietly), 1 the connection failed or
@@ -282,6 +284,7 @@ def connect(
     timeout: float | None,
     retries: int,
     ca: str | None,
+    crl: tuple[str, ...],
     insecure: bool,
     sni: str | None,
     no_sni: bool,
@@ -307,7 +310,7 @@ def connect(
     """
     addr = parse_address(address, schemes=("tcp", "udp", "tls"))
     tls: TLSOptions | None = TLSOptions(ca, insecure, cert, key, sni, no_sni, alpn_list(alpn),
-                                        min_version, max_version, keylog)
+                                        min_version, max_version, keylog, crl)
     if addr.scheme != "tls":
         if tls != TLSOptions():
             raise UsageError(f"TLS options need a tls:// address, not {addr}")

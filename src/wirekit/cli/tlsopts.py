@@ -38,6 +38,8 @@ _FACTORIES: dict[str, Callable[[str], Callable[[F], F]]] = {
     "cert": lambda h: _file("--cert", h),
     "key": lambda h: _file("--key", h),
     "keylog": lambda h: _file("--keylog", h),
+    "crl": lambda h: click.option("--crl", metavar="FILE", multiple=True,
+                                  type=click.Path(dir_okay=False), help=h),
     "ca_dir": lambda h: click.option("--ca-dir", metavar="DIR",
                                      type=click.Path(file_okay=False), help=h),
     "client_ca": lambda h: _file("--client-ca", h),
@@ -49,6 +51,12 @@ _FACTORIES: dict[str, Callable[[str], Callable[[F], F]]] = {
     "target_cert": lambda h: _file("--target-cert", h),
     "target_key": lambda h: _file("--target-key", h),
 }
+
+
+CRL_HELP = ("check revocation against the CRLs in FILE (PEM or DER; repeatable), as "
+            "wirekit tls --crl does: a certificate of the chain listed by a CRL from its "
+            "issuer fails the handshake (revoked); a certificate whose issuer has no CRL "
+            "given is not checked.")
 
 
 def options(**helps: str) -> Callable[[F], F]:
@@ -69,6 +77,7 @@ def client_options(p: str = "TLS: ") -> Callable[[F], F]:
     client certificate, key log."""
     return options(
         ca=f"{p}trust the roots in FILE instead of the system's.",
+        crl=f"{p}{CRL_HELP}",
         insecure=f"{p}do not verify the certificate (says so on stderr).",
         sni=f"{p}name to send as SNI and to check the certificate against "
             "(default: the host; none for an IP address).",

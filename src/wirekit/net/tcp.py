@@ -49,6 +49,7 @@ async def connect(
     min_version: str | None = None,
     max_version: str | None = None,
     keylog: str | os.PathLike[str] | None = None,
+    crl: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
     tls_hook: Callable[[_ssl.SSLContext], None] | None = None,
 ) -> Connection:
     """Connect to ``address`` (``HOST:PORT``, ``:PORT``, ``[v6]:PORT``, ``tcp://``, ``tls://``).
@@ -57,10 +58,13 @@ async def connect(
     keyword arguments are ``wirekit tls``'s options (``ca``: trust these roots instead of
     the system's; ``insecure``: do not verify; ``cert``/``key``: client certificate;
     ``sni``/``no_sni``; ``alpn``; ``min_version``/``max_version`` ``"1.2"``/``"1.3"``;
-    ``keylog``).  Or pass your own ``ssl`` context (and ``server_hostname``), which is used
-    as it is, also for a ``tcp://`` address.  ``tls_hook(context)`` may adjust the context
-    wirekit made for ``tls://`` before it is used (recording: see
-    :mod:`wirekit.capture.tls_record`).  Raises :class:`~wirekit.errors.ResolveError`,
+    ``keylog``; ``crl``: a CRL file or several, PEM or DER, against which every certificate
+    of the server's chain is checked as ``wirekit tls --crl`` does: a revoked one fails
+    the handshake with a ``revoked`` verdict).  Or pass your own ``ssl`` context (and
+    ``server_hostname``), which is used as it is, also for a ``tcp://`` address.
+    ``tls_hook(context)`` may adjust the context wirekit made for ``tls://`` before it is
+    used (recording: see :mod:`wirekit.capture.tls_record`).
+    Raises :class:`~wirekit.errors.ResolveError`,
     :class:`~wirekit.errors.ConnectRefused`, :class:`~wirekit.errors.ConnectTimeout`,
     :class:`~wirekit.errors.NetworkUnreachable`, :class:`~wirekit.errors.CertificateError`
     (``.verdicts`` says why), :class:`~wirekit.errors.TLSError` or another
@@ -73,7 +77,7 @@ async def connect(
         raise UsageError(f"connect() speaks tcp:// and tls://, not {addr.scheme}:// ({addr})")
     tls_options = (ca is not None or insecure or cert is not None or key is not None
                    or sni is not None or no_sni or bool(tuple(alpn)) or min_version is not None
-                   or max_version is not None or keylog is not None)
+                   or max_version is not None or keylog is not None or crl is not None)
     client = None
     if ssl is not None and tls_options:
         raise UsageError("give connect() either ssl=CONTEXT or TLS options (ca=, cert=, ...), "
@@ -83,7 +87,7 @@ async def connect(
 
         client = client_tls(addr.host, ca=ca, insecure=insecure, cert=cert, key=key, sni=sni,
                             no_sni=no_sni, alpn=alpn, min_version=min_version,
-                            max_version=max_version, keylog=keylog)
+                            max_version=max_version, keylog=keylog, crl=crl)
         ssl, server_hostname = client.context, client.server_hostname
         if tls_hook is not None:
             tls_hook(ssl)

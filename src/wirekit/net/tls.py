@@ -18,6 +18,19 @@ is judged from that (:func:`explain_server_failure`): "no client certificate", "
 certificate expired 3 days ago", "client certificate ... issued by 'Other CA', which is
 not in the roots in ca.pem" are distinct reasons in the server's log.
 
+Revocation (``crl``): the ssl module's own CRL check is not used, because OpenSSL's flags
+do not say what ``wirekit tls --crl`` says.  ``VERIFY_CRL_CHECK`` refuses a leaf whose
+issuer has no CRL in the file, ``VERIFY_CRL_CHECK_CHAIN`` also every CA without one, and
+a stale CRL (past its nextUpdate) fails every connection; ``wirekit tls`` judges each
+certificate of the chain against the CRLs given *for its issuer* (signature checked) and
+only reports revocation as "partial" for the others.  So the client judges the chain as
+``wirekit tls`` does, with :func:`~wirekit.tls.inspect.inspect_chain` and the same CRLs,
+inside the handshake: :class:`_Explaining` does it right after OpenSSL verified the
+chain, and a ``revoked`` verdict fails the handshake with an
+``ssl.SSLCertVerificationError`` (verify code 23, "certificate revoked") before asyncio
+hands out the connection, so neither ``connect`` nor ``forward`` sends a byte to a
+revoked server.  (A resumed session is not judged again; it was when it was made.)
+
 Client with ``no_sni``: the ssl module cannot check a name it did not send, so its host
 name check is off and the name is checked after the handshake (verification of the chain
 itself stays on).
@@ -74,6 +87,44 @@ class _Explaining(ssl.SSLObject):
                 exc.wk_alert = self._wk_outgoing.read()  # type: ignore[attr-defined]
             raise
         self._wk_certificate = None  # verified: no longer needed (memory per connection)
+        revocation = getattr(self.context, "_wk_revocation", None)
+        if revocation is not None and not self.server_side:
+            revocation.check(self)
+
+
+X509_V_ERR_CERT_REVOKED = 23
+
+
+@dataclass(frozen=True, slots=True)
+class _Revocation:
+    """The CRLs a client checks the server's chain against (see the module doc)."""
+
+    crls: tuple[Any, ...]  # x509.CertificateRevocationList
+    trust: Any  # wirekit.tls.inspect.Trust
+
+    def check(self, obj: _Explaining) -> None:
+        from wirekit.tls.inspect import inspect_chain
+
+        chain = _peer_chain(obj)
+        if not chain:
+            return  # a resumed session: judged when it was made
+        try:
+            _, check = inspect_chain(chain, None, self.trust, now=dt.datetime.now(dt.UTC),
+                                     crls=self.crls)
+        except TLSError:
+            return  # unparsable: OpenSSL accepted it; nothing to say about revocation
+        revoked = [v for v in check.verdicts if v.code == "revoked"]
+        if not revoked:
+            return
+        exc = ssl.SSLCertVerificationError(
+            1, f"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+               f"certificate revoked ({revoked[0].message})")
+        exc.verify_code = X509_V_ERR_CERT_REVOKED
+        exc.verify_message = "certificate revoked"
+        exc.reason = "CERTIFICATE_VERIFY_FAILED"
+        exc.library = "SSL"
+        exc.wk_chain = chain  # type: ignore[attr-defined]
+        raise exc
 
 
 def _peer_chain(obj: _Explaining) -> list[bytes]:
@@ -124,6 +175,22 @@ class ClientTLS:
     ca: str | os.PathLike[str] | None
     insecure: bool
     check_after: bool  # the ssl module does not check the name: check it after the handshake
+    crls: tuple[Any, ...] | None = None  # x509.CertificateRevocationList, when --crl
+
+
+CRLFiles = str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None
+
+
+def load_crl_files(crl: CRLFiles) -> tuple[Any, ...] | None:
+    """Every CRL in ``crl`` (one path or several; PEM or DER), or None for none given."""
+    if crl is None:
+        return None
+    from wirekit.tls.certs import load_crls
+
+    paths = [crl] if isinstance(crl, str | os.PathLike) else list(crl)
+    if not paths:
+        return None
+    return tuple(c for path in paths for c in load_crls(path))
 
 
 def client_tls(
@@ -139,19 +206,31 @@ def client_tls(
     min_version: str | None = None,
     max_version: str | None = None,
     keylog: str | os.PathLike[str] | None = None,
+    crl: CRLFiles = None,
 ) -> ClientTLS:
-    """A verifying client context for ``host`` (``insecure`` is the only way not to)."""
+    """A verifying client context for ``host`` (``insecure`` is the only way not to).
+
+    ``crl``: a CRL file (PEM or DER, PEM may hold several) or several; a certificate of
+    the server's chain that a CRL from its issuer lists fails the handshake (``revoked``),
+    as ``wirekit tls --crl`` judges it."""
     if sni and no_sni:
         raise UsageError("--sni and --no-sni contradict each other")
+    crls = load_crl_files(crl)
+    if crls is not None and insecure:
+        raise UsageError("--crl needs verification: drop --insecure")
     ctx = client_context(ca=ca, insecure=insecure, cert=cert, key=key, alpn=alpn,
                          min_version=min_version, max_version=max_version, keylog=keylog)
     prepare_context(ctx)
+    if crls is not None:
+        from wirekit.tls.inspect import load_trust
+
+        ctx._wk_revocation = _Revocation(crls, load_trust(ca))  # type: ignore[attr-defined]
     send = server_hostname(host, sni=sni, no_sni=no_sni)
     check_after = False
     if send is None and not insecure:
         ctx.check_hostname = False  # the chain is still verified; the name is checked after
         check_after = True
-    return ClientTLS(ctx, send, sni or host, ca, insecure, check_after)
+    return ClientTLS(ctx, send, sni or host, ca, insecure, check_after, crls)
 
 
 def check_name_after(tls: ClientTLS, ssl_object: ssl.SSLObject | None, where: str) -> None:
@@ -176,11 +255,12 @@ def explain_client_failure(exc: ssl.SSLError, tls: ClientTLS, where: str) -> Wir
     if not isinstance(exc, ssl.SSLCertVerificationError):
         return None
     chain = getattr(exc, "wk_chain", None) or []
-    return _judged(chain, tls.checked_name, tls.ca, where, "server", exc)
+    return _judged(chain, tls.checked_name, tls.ca, where, "server", exc, tls.crls)
 
 
 def _judged(chain: list[bytes], name: str | None, ca: str | os.PathLike[str] | None,
-            where: str, purpose: str, exc: ssl.SSLError | None) -> WirekitError:
+            where: str, purpose: str, exc: ssl.SSLError | None,
+            crls: tuple[Any, ...] | None = None) -> WirekitError:
     from wirekit.tls.inspect import inspect_chain, load_trust
     from wirekit.tls.verdicts import certificate_error
 
@@ -188,7 +268,7 @@ def _judged(chain: list[bytes], name: str | None, ca: str | os.PathLike[str] | N
     if chain:
         try:
             _, check = inspect_chain(chain, name, load_trust(ca), now=dt.datetime.now(dt.UTC),
-                                     purpose=purpose)
+                                     crls=crls, purpose=purpose)
         except (TLSError, UsageError):
             check = None
         if check is not None and check.errors:

@@ -1,0 +1,127 @@
+"""``--crl`` for ``connect tls://`` and ``forward LISTEN tls://TARGET``: a server whose
+certificate a CRL from its issuer lists is refused with the ``revoked`` verdict, as
+``wirekit tls --crl`` judges it; a certificate the CRL does not list connects."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+import wirekit
+from wirekit.errors import CertificateError, UsageError
+from wirekit.net.tcp import connect
+from wirekit.tls import certs
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class PKI:
+    ca: Path
+    crl: Path
+    crl_der: Path
+    other_crl: Path  # a CRL for another CA: does not cover our leaves
+    revoked: tuple[Path, Path]
+    good: tuple[Path, Path]
+    revoked_serial: int
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    d = tmp_path_factory.mktemp("crl")
+    root_key = certs.generate_key("ec")
+    root = certs.new_ca(root_key, common_name="CRL Root")
+    other_key = certs.generate_key("ec")
+    other = certs.new_ca(other_key, common_name="Other Root")
+
+    def leaf(name: str) -> tuple[tuple[Path, Path], int]:
+        key = certs.generate_key("ec")
+        cert = certs.new_leaf([HOST], key, issuer=root, issuer_key=root_key)
+        return (certs.write_certificates(d / f"{name}.pem", [cert]),
+                certs.write_private_key(d / f"{name}-key.pem", key)), cert.serial_number
+
+    revoked, serial = leaf("revoked")
+    good, _ = leaf("good")
+    crl = certs.new_crl(root, root_key, [serial])
+    (d / "root.crl").write_bytes(crl.public_bytes(Encoding.PEM))
+    (d / "root.der").write_bytes(crl.public_bytes(Encoding.DER))
+    (d / "other.crl").write_bytes(
+        certs.new_crl(other, other_key, [serial]).public_bytes(Encoding.PEM))
+    return PKI(certs.write_certificates(d / "ca.pem", [root]), d / "root.crl", d / "root.der",
+               d / "other.crl", revoked, good, serial)
+
+
+async def _echo(pair: tuple[Path, Path]) -> wirekit.Server:
+    return await wirekit.serve("echo", f"tls://{HOST}:0", cert=pair[0], key=pair[1])
+
+
+def _url(server: wirekit.Server) -> str:
+    return f"tls://{HOST}:{server.address.port}"
+
+
+async def test_library_refuses_revoked_certificate(pki: PKI) -> None:
+    async with await _echo(pki.revoked) as server:
+        with pytest.raises(CertificateError) as info:
+            await connect(_url(server), ca=pki.ca, crl=pki.crl, timeout=5)
+    assert "revoked" in str(info.value)
+    assert f"{pki.revoked_serial:x}" in str(info.value)
+    assert "revoked" in [v.code for v in info.value.verdicts]
+
+
+async def test_library_der_crl_and_list_of_files(pki: PKI) -> None:
+    async with await _echo(pki.revoked) as server:
+        with pytest.raises(CertificateError, match="revoked"):
+            await connect(_url(server), ca=pki.ca, crl=[pki.other_crl, pki.crl_der], timeout=5)
+
+
+async def test_library_connects_when_not_revoked(pki: PKI) -> None:
+    async with await _echo(pki.good) as server:
+        conn = await connect(_url(server), ca=pki.ca, crl=pki.crl, timeout=5)
+        try:
+            await conn.send(b"hi\n")
+            assert await conn.recvline() == b"hi\n"
+        finally:
+            await conn.aclose()
+
+
+async def test_crl_of_another_issuer_does_not_refuse(pki: PKI) -> None:
+    # as wirekit tls: a certificate whose issuer has no CRL given is not checked
+    async with await _echo(pki.revoked) as server:
+        conn = await connect(_url(server), ca=pki.ca, crl=pki.other_crl, timeout=5)
+        await conn.aclose()
+
+
+async def test_crl_with_insecure_is_a_usage_error(pki: PKI) -> None:
+    with pytest.raises(UsageError, match="--crl"):
+        await connect("tls://127.0.0.1:1", insecure=True, crl=pki.crl, timeout=5)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "wirekit", *args], capture_output=True,
+                          text=True, timeout=30, check=False)
+
+
+def _serve_proc(wirekit_proc, pair: tuple[Path, Path]):  # type: ignore[no-untyped-def]
+    p = wirekit_proc("serve", "echo", f"tls://{HOST}:0", "--cert", str(pair[0]),
+                     "--key", str(pair[1]))
+    return p.listening()
+
+
+def test_cli_connect_revoked_exits_1_naming_revoked(pki: PKI, wirekit_proc) -> None:  # type: ignore[no-untyped-def]
+    _, _, port = _serve_proc(wirekit_proc, pki.revoked)
+    done = _cli("connect", f"tls://{HOST}:{port}", "--ca", str(pki.ca), "--crl", str(pki.crl),
+                "--no-stdin", "--send", "x")
+    assert done.returncode == 1, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "revoked" in lines[0], done.stderr
+    assert f"serial {pki.revoked_serial:x}" in lines[0]
+    # and the same server without --crl is trusted (the CRL is what refuses it)
+    ok = _cli("connect", f"tls://{HOST}:{port}", "--ca", str(pki.ca), "--no-stdin",
+              "--send", "x\n", "--wait", "2", "-q")
+    assert ok.returncode == 0, ok
+    assert ok.stdout == "x\n"
