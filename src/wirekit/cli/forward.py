@@ -18,7 +18,7 @@ import click
 
 from wirekit.cli import _record as recording
 from wirekit.cli._record import record_option
-from wirekit.cli.tlsopts import alpn_list, options
+from wirekit.cli.tlsopts import CRL_HELP, alpn_list, options
 from wirekit.errors import UsageError
 from wirekit.net.acl import AccessList
 from wirekit.net.forward import ConnectionEnded, Forwarder, Rule, forward_rules
@@ -106,6 +106,7 @@ class _Output:
     require_client_cert="tls:// LISTEN: refuse clients without a valid certificate "
                         "(needs --client-ca).",
     ca="tls:// TARGET: trust the roots in FILE instead of the system's.",
+    crl=f"tls:// TARGET: {CRL_HELP}",
     insecure="tls:// TARGET: do not verify its certificate (says so on stderr).",
     sni="tls:// TARGET: name to send as SNI and to check its certificate against "
         "(default: the target host; none for an IP address).",
@@ -153,6 +154,7 @@ def forward(
       wirekit forward tls://:8443 :80 --client-ca ca.pem --require-client-cert
       wirekit forward :1143 tls://mail.example.org:993     # verified TLS to the target
       wirekit forward :8080 tls://10.0.0.5:443 --ca ca.pem --sni internal.test
+      wirekit forward :8080 tls://internal:443 --ca ca.pem --crl ca.crl  # refuse revoked
       wirekit forward :8080 :80 --record fwd.pcapng # both legs, for Wireshark/tshark
 
     \b
@@ -235,7 +237,7 @@ def _tls_settings(rules: list[Rule], tls: dict[str, Any], out: _Output) -> tuple
     timeout = tls.pop("handshake_timeout")
     given = {k for k, v in tls.items() if v}
     listen_only = {"ca_dir", "client_ca", "require_client_cert"}
-    target_only = {"ca", "insecure", "sni", "target_cert", "target_key"}
+    target_only = {"ca", "crl", "insecure", "sni", "target_cert", "target_key"}
     if given and not (tls_listen or tls_target):
         raise UsageError("TLS options need a tls:// LISTEN or TARGET (e.g. wirekit forward "
                          "tls://:8443 :8080)")
@@ -260,7 +262,7 @@ def _tls_settings(rules: list[Rule], tls: dict[str, Any], out: _Output) -> tuple
         cert, key = ((tls["target_cert"], tls["target_key"]) if tls_listen
                      else (tls["cert"], tls["key"]))
         target_tls = TargetTLS(ca=tls["ca"], insecure=tls["insecure"], cert=cert, key=key,
-                               sni=tls["sni"], **common)
+                               sni=tls["sni"], crl=tuple(tls["crl"]), **common)
         if tls["insecure"]:
             out.warn("--insecure: the target's certificate is NOT verified; anyone on the "
                      "path can read and change the forwarded connections")

@@ -117,6 +117,9 @@ class TargetTLS:
     max_version: str | None = None
     keylog: str | os.PathLike[str] | None = None
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    # CRL files (PEM or DER): a target certificate a CRL from its issuer lists is refused
+    # (revoked), judged as wirekit tls --crl judges it (see wirekit.net.tls)
+    crl: tuple[str | os.PathLike[str], ...] = ()
 
     resume: bool = True
 
@@ -124,7 +127,7 @@ class TargetTLS:
         tls = client_tls(address.host, ca=self.ca, insecure=self.insecure, cert=self.cert,
                          key=self.key, sni=self.sni, alpn=self.alpn,
                          min_version=self.min_version, max_version=self.max_version,
-                         keylog=self.keylog)
+                         keylog=self.keylog, crl=self.crl or None)
         if self.resume:
             _resume_sessions(tls.context)
         return tls
