@@ -4,6 +4,9 @@ certificate a CRL from its issuer lists is refused with the ``revoked`` verdict,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -14,6 +17,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 import wirekit
 from wirekit.errors import CertificateError, UsageError
+from wirekit.net.forward import ConnectionEnded, forward
+from wirekit.net.forward_tls import TargetTLS
 from wirekit.net.tcp import connect
 from wirekit.tls import certs
 
@@ -125,3 +130,64 @@ def test_cli_connect_revoked_exits_1_naming_revoked(pki: PKI, wirekit_proc) -> N
               "--send", "x\n", "--wait", "2", "-q")
     assert ok.returncode == 0, ok
     assert ok.stdout == "x\n"
+
+
+# -- forward LISTEN tls://TARGET (originating) ----------------------------------------------
+
+
+async def _until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_forward_to_revoked_target_resets_client_naming_revoked(pki: PKI) -> None:
+    received: list[bytes] = []
+
+    async def sink(conn) -> None:  # type: ignore[no-untyped-def]
+        received.append(await conn.recv(100))
+
+    events: list[ConnectionEnded] = []
+    async with await wirekit.serve(sink, f"tls://{HOST}:0", cert=pki.revoked[0],
+                                   key=pki.revoked[1]) as server:
+        fwd = await forward(f"{HOST}:0", _url(server), on_event=events.append,
+                            target_tls=TargetTLS(ca=pki.ca, crl=(pki.crl,)))
+        try:
+            r, w = await asyncio.open_connection(HOST, fwd.address.port)
+            with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+                w.write(b"secret")
+                await asyncio.wait_for(r.readexactly(1), 10)
+            w.close()
+            await _until(lambda: bool(events))
+        finally:
+            await fwd.aclose(0)
+    assert events[0].reason == "tls failed", events
+    assert "revoked" in events[0].detail and f"{pki.revoked_serial:x}" in events[0].detail
+    assert events[0].bytes_down == 0
+    assert b"secret" not in b"".join(received)  # nothing reached the revoked server
+
+
+async def test_forward_to_good_target_with_crl_relays(pki: PKI) -> None:
+    async with await _echo(pki.good) as server:
+        fwd = await forward(f"{HOST}:0", _url(server),
+                            target_tls=TargetTLS(ca=pki.ca, crl=(pki.crl,)))
+        try:
+            r, w = await asyncio.open_connection(HOST, fwd.address.port)
+            w.write(b"hello\n")
+            assert await asyncio.wait_for(r.readexactly(6), 10) == b"hello\n"
+            w.close()
+        finally:
+            await fwd.aclose(0)
+
+
+def test_cli_forward_connection_line_names_revoked(pki: PKI, wirekit_proc) -> None:  # type: ignore[no-untyped-def]
+    _, _, port = _serve_proc(wirekit_proc, pki.revoked)
+    fwd = wirekit_proc("forward", f"{HOST}:0", f"tls://{HOST}:{port}", "--ca", str(pki.ca),
+                       "--crl", str(pki.crl))
+    _, _, fport = fwd.listening()
+    with socket.create_connection((HOST, fport), timeout=10) as s:
+        s.sendall(b"x")
+        with contextlib.suppress(ConnectionResetError):
+            assert s.recv(1) == b""
+    line = fwd.wait_line(r"tls failed.*revoked").group(0)
+    assert f"serial {pki.revoked_serial:x}" in line
