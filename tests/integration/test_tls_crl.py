@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import subprocess
 import sys
@@ -34,6 +35,8 @@ class PKI:
     revoked: tuple[Path, Path]
     good: tuple[Path, Path]
     revoked_serial: int
+    under_revoked_ca: tuple[Path, Path]  # a good leaf whose intermediate CA is revoked
+    revoked_ca_serial: int
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +55,20 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
 
     revoked, serial = leaf("revoked")
     good, _ = leaf("good")
-    crl = certs.new_crl(root, root_key, [serial])
+    inter_key = certs.generate_key("ec")
+    inter = certs.new_ca(inter_key, common_name="Revoked Intermediate", issuer=root,
+                         issuer_key=root_key, path_length=0)
+    below_key = certs.generate_key("ec")
+    below = certs.new_leaf([HOST], below_key, issuer=inter, issuer_key=inter_key)
+    under = (certs.write_certificates(d / "under.pem", [below, inter]),
+             certs.write_private_key(d / "under-key.pem", below_key))
+    crl = certs.new_crl(root, root_key, [serial, inter.serial_number])
     (d / "root.crl").write_bytes(crl.public_bytes(Encoding.PEM))
     (d / "root.der").write_bytes(crl.public_bytes(Encoding.DER))
     (d / "other.crl").write_bytes(
         certs.new_crl(other, other_key, [serial]).public_bytes(Encoding.PEM))
     return PKI(certs.write_certificates(d / "ca.pem", [root]), d / "root.crl", d / "root.der",
-               d / "other.crl", revoked, good, serial)
+               d / "other.crl", revoked, good, serial, under, inter.serial_number)
 
 
 async def _echo(pair: tuple[Path, Path]) -> wirekit.Server:
@@ -191,3 +201,30 @@ def test_cli_forward_connection_line_names_revoked(pki: PKI, wirekit_proc) -> No
             assert s.recv(1) == b""
     line = fwd.wait_line(r"tls failed.*revoked").group(0)
     assert f"serial {pki.revoked_serial:x}" in line
+
+
+async def test_revoked_intermediate_is_refused(pki: PKI) -> None:
+    # every certificate of the chain is checked (the leaf's issuer has no CRL given here)
+    async with await _echo(pki.under_revoked_ca) as server:
+        with pytest.raises(CertificateError, match="revoked") as info:
+            await connect(_url(server), ca=pki.ca, crl=pki.crl, timeout=5)
+    assert f"{pki.revoked_ca_serial:x}" in str(info.value)
+
+
+@pytest.mark.parametrize(("which", "crl", "codes"), [
+    ("revoked", "crl", ["revoked"]),
+    ("revoked", "other_crl", []),
+    ("good", "crl", []),
+    ("under_revoked_ca", "crl", ["revoked"]),
+])
+def test_connect_agrees_with_wirekit_tls(pki: PKI, wirekit_proc, which: str, crl: str,  # type: ignore[no-untyped-def]
+                                         codes: list[str]) -> None:
+    _, _, port = _serve_proc(wirekit_proc, getattr(pki, which))
+    crl_path = str(getattr(pki, crl))
+    probe = _cli("tls", f"{HOST}:{port}", "--ca", str(pki.ca), "--crl", crl_path, "--json")
+    report = json.loads(probe.stdout)
+    assert [v["code"] for v in report["verdicts"] if v["severity"] == "error"] == codes
+    conn = _cli("connect", f"tls://{HOST}:{port}", "--ca", str(pki.ca), "--crl", crl_path,
+                "--no-stdin", "--wait", "0.2", "-q")  # exit 0 once quiet: no reply is awaited
+    assert (probe.returncode, conn.returncode) == ((1, 1) if codes else (0, 0)), (probe, conn)
+    assert ("revoked" in conn.stderr) == bool(codes)
