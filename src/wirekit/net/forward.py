@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import socket
 import sys
 import time
@@ -41,6 +42,7 @@ __all__ = ["ConnInfo", "ConnectionEnded", "Forwarder", "Rule", "forward", "forwa
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_UDP_IDLE = 60.0
+RESOLVE_TTL = 10.0  # seconds a target name's address is reused without resolving it again
 SCHEMES = ("tcp", "udp", "tls")
 
 
@@ -140,6 +142,8 @@ class Forwarder:
         self._loop: asyncio.AbstractEventLoop  # set by _start
         self._watch: asyncio.TimerHandle | None = None
         self._tick = max(0.01, min(connect_timeout / 10, 0.5))  # connect-timeout precision
+        self._literal = _is_ip(target.host)
+        self._cached: tuple[str, float] | None = None  # (address, expiry) for a target name
 
     # -- counters ---------------------------------------------------------------------
     @property
@@ -213,15 +217,24 @@ class Forwarder:
 
     # -- reaching the target (the hot path of new connections) -------------------------
     def _dial(self, relay: Relay) -> None:
+        # A target given by name is resolved by the loop (in a thread) only when the cached
+        # address of the last successful connect is older than RESOLVE_TTL; an IP literal is
+        # never resolved.  A connect to a cached address that fails is retried once by name.
         loop = self._loop
-        task = loop.create_task(loop.create_connection(
-            relay.target_protocol, self.target.host, self.target.port))
-        task.add_done_callback(functools.partial(self._dialled, relay))
+        host = self.target.host
+        cached = self._cached
+        if cached is not None and cached[1] > loop.time():
+            host = cached[0]
+        else:
+            cached = None
+        task = loop.create_task(loop.create_connection(relay.target_protocol, host,
+                                                       self.target.port))
+        task.add_done_callback(functools.partial(self._dialled, relay, cached is not None))
         self._connecting[relay] = task
         if self._watch is None:
             self._watch = loop.call_later(self._tick, self._watch_connects)
 
-    def _dialled(self, relay: Relay, task: asyncio.Task[object]) -> None:
+    def _dialled(self, relay: Relay, via_cache: bool, task: asyncio.Task[object]) -> None:
         if self._connecting.get(relay) is task:
             del self._connecting[relay]
         if task.cancelled():
@@ -229,10 +242,20 @@ class Forwarder:
             return
         exc = task.exception()
         if exc is None:
+            transport = task.result()[0]  # type: ignore[index]
+            if not self._literal and not via_cache:
+                peer = transport.get_extra_info("peername")
+                if peer and not (len(peer) > 2 and peer[3]):  # no IPv6 scope id to lose
+                    self._cached = (str(peer[0]), self._loop.time() + RESOLVE_TTL)
             connected = getattr(relay.tap, "target_connected", None)  # a recording tap
             if connected is not None:
-                connected(task.result()[0])  # type: ignore[index]
+                connected(transport)
             return
+        if via_cache:
+            self._cached = None
+            if not relay.reason and relay in self._relays:
+                self._dial(relay)  # by name this time
+                return
         host, port = self.target.host, self.target.port
         try:
             with connect_errors(host, port, self.connect_timeout):
@@ -247,15 +270,10 @@ class Forwarder:
             relay.target_gone()
 
     def _watch_connects(self) -> None:
-        # Connect attempts start in deadline order (one timeout for all), so the scan
-        # stops at the first one still in time.
         self._watch = None
         limit = time.monotonic() - self.connect_timeout
-        expired = []
-        for relay, task in self._connecting.items():
-            if relay.started > limit:
-                break
-            expired.append((relay, task))
+        expired = [(relay, task) for relay, task in self._connecting.items()
+                   if relay.started <= limit]
         for relay, task in expired:
             del self._connecting[relay]
             task.cancel()
@@ -508,6 +526,14 @@ def _rule(listen: str | Address, target: str | Address) -> Rule:
             raise UsageError(f"cannot forward {listen} to {target}")
         return Rule(listen, target)
     return Rule.parse(str(listen), str(target))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _with_hexdump(tap: TapFactory | None, stream: TextIO) -> TapFactory:
