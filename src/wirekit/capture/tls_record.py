@@ -116,7 +116,7 @@ class TlsLegTap:
 
 
 def _recording_class(base: Any, tap: TlsLegTap) -> Any:
-    class _Recording(base):  # type: ignore[misc, valid-type]
+    class _Recording(base):  # type: ignore[misc]
         @classmethod
         def _create(cls, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, *args: Any,
                     **kwargs: Any) -> Any:
@@ -159,6 +159,6 @@ def _recording_class(base: Any, tap: TlsLegTap) -> Any:
             # uvloop reads while ``incoming.pending or sslobj.pending()``: ciphertext
             # already moved into inner_in (say a close_notify behind the last data
             # record) must count, or it is never read.
-            return int(super().pending()) + self._wk_bios[2].pending
+            return int(super().pending()) + int(self._wk_bios[2].pending)
 
     return _Recording

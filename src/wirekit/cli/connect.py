@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,7 +120,8 @@ async def _run_tcp(config: ConnectConfig, render: _Render,
         cipher = TlsLegTap(recorder)  # the TLS leg: ciphertext and keys, not plaintext
         tls_kwargs["tls_hook"] = cipher.context_hook
     conn = await tcp_connect(config.address, timeout=config.timeout, **tls_kwargs)  # type: ignore[arg-type]
-    on_data, on_sent = render.received, render.sent
+    on_data: Callable[[bytes], None] = render.received
+    on_sent: Callable[[bytes], None] = render.sent
     leg: recording.StreamLeg | TlsLegTap | None = None
     if cipher is not None:
         cipher.bind(conn.local, conn.peer)

@@ -70,7 +70,7 @@ def _http(conv: Conversation, summary: Summary, c2s: bytes, s2c: bytes) -> None:
     conv.app = "http"
     quick = simple_exchange(c2s, s2c)
     if quick is not None:
-        (method, uri, version), req_headers, resp, resp_headers, body = quick
+        (method, uri, version), req_headers, status_line, resp_headers, body = quick
         host = None
         for k, v in req_headers:
             if len(k) == 4 and k.lower() == "host":
@@ -79,7 +79,8 @@ def _http(conv: Conversation, summary: Summary, c2s: bytes, s2c: bytes) -> None:
         summary.http.append({
             "conversation": conv.id, "method": method, "uri": uri, "host": host,
             "version": version, "request_headers": req_headers, "request_body_size": 0,
-            "status": int(resp[1]), "reason": resp[2], "response_headers": resp_headers,
+            "status": int(status_line[1]), "reason": status_line[2],
+            "response_headers": resp_headers,
             "response_body_size": body,
         })
         conv.app_detail = dict(_ONE_EACH)

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from json.encoder import encode_basestring_ascii as _jstr  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii as _jstr
 from typing import Any
 
 from wirekit.dissect.conversations import Conversation

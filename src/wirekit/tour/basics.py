@@ -117,4 +117,5 @@ async def _recording_forward(n: Narrator, stack: contextlib.AsyncExitStack,
     await stack.enter_async_context(fwd)
     n.say(f"forwarding {fwd.address} -> {service}; the tour's client talks to the forward")
     n.recording.udp.append(fwd.address.port)
-    return fwd.address
+    address: Address = fwd.address
+    return address
