@@ -198,11 +198,12 @@ class Forwarder:
         peer = transport.get_extra_info("peername")
         host = str(peer[0]) if peer else ""
         port = int(peer[1]) if peer else 0
-        relay.client = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if self._closed or not self._accepting:
             refusal: str | None = "shutting down"
         else:
             refusal = self.gate.refusal(host)
+        if self.on_event is not None or refusal is not None:  # the label is for reports
+            relay.client = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if refusal is not None:
             relay.on_done = None
             relay.fail("rejected", refusal)
@@ -319,8 +320,10 @@ class Forwarder:
         self.connections += 1
         self._bytes_up += relay.bytes_up
         self._bytes_down += relay.bytes_down
-        self._emit(ConnectionEnded("tcp", relay.client, relay.target, relay.bytes_up,
-                                   relay.bytes_down, relay.duration, relay.reason, relay.detail))
+        if self.on_event is not None:  # no hook (wirekit forward -q): no record to build
+            self.on_event(ConnectionEnded("tcp", relay.client, relay.target, relay.bytes_up,
+                                          relay.bytes_down, relay.duration, relay.reason,
+                                          relay.detail))
 
     def _emit(self, event: ConnectionEnded) -> None:
         if self.on_event is not None:
