@@ -292,7 +292,8 @@ async def _serve(rules: list[Rule], options: dict[str, Any], out: _Output, *,
                  children: list[int] | None = None) -> int:
     signals = stop_signals()
     async with signals as stop:
-        fwds = await forward_rules(rules, on_event=out.event, socks=socks, **options)
+        on_event = None if out.quiet and not out.as_json else out.event  # -q: no hook
+        fwds = await forward_rules(rules, on_event=on_event, socks=socks, **options)
         if announce:
             for fwd in fwds:
                 out.status(f"listening on {fwd.address} -> {fwd.target}", event="listening",
