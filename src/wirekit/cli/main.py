@@ -74,6 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code or 0)
+    except click.UsageError as exc:
+        # One line, like wirekit's own usage errors, instead of click's usage block.
+        where = exc.ctx.command_path if exc.ctx is not None else "wirekit"
+        message = " ".join(exc.format_message().split())
+        click.echo(f"wirekit: error: {message} (see '{where} --help')", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code

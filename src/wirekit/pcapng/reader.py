@@ -323,6 +323,8 @@ class Decoder:
                        event.original_length)
             else:
                 self.events.append(event)
+        if self.format is None:
+            raise ParseError("empty file: not a pcap or pcapng capture", offset=0)
 
 
 def _is_epb(buf: Buffer, off: int, bo: str) -> bool:

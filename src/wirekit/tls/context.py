@@ -193,6 +193,10 @@ def _fresh_private_file(path: Path) -> None:
 
 def _load_chain(ctx: ssl.SSLContext, cert: str | os.PathLike[str],
                 key: str | os.PathLike[str] | None) -> None:
+    # load_cert_chain's FileNotFoundError names no file: say which one is missing.
+    for what, path in (("certificate", cert), ("key", key)):
+        if path is not None and not os.path.exists(path):
+            raise UsageError(f"cannot read {what} {os.fspath(path)!r}: no such file")
     try:
         ctx.load_cert_chain(cert, key)
     except FileNotFoundError as exc:
