@@ -5,8 +5,8 @@ Theory of operation
 A listener owns one :class:`ServerState`.  Each accepted socket gets a protocol object
 derived from :class:`ServedProtocol`::
 
-    connection_made --Gate refuses--> close at once, "refused" event, nothing else
-          |
+    connection_made --refused--> close at once, "refused" event, nothing else
+          |              (ServerState.admit_or_refuse: the one admission decision)
           admitted: live set += self
           v
     data flows (subclasses add to bytes_in / bytes_out, nothing else)
@@ -107,6 +107,42 @@ class ServerState:
         self.needs_peer = bool(gate.limits.acl) or on_event is not None
         self._sweeper: asyncio.TimerHandle | None = None
 
+    # -- admission: every TCP and TLS listener of serve() decides here -------------------------
+    def admit_or_refuse(self, conn: Any, transport: Any) -> tuple[Any, float] | None:
+        """Admit the protocol ``conn`` whose ``connection_made(transport)`` runs, or refuse it.
+
+        Returns ``(peer, started)`` once admitted (``peer`` is None when neither an ACL nor
+        an event needs it), or None after refusing.  A TLS listener admitted the peer before
+        its handshake (``conn.wk_preadmitted``); then ``conn`` takes that stand-in's place.
+        """
+        pending = conn.wk_preadmitted
+        if pending is not None:
+            conn.wk_preadmitted = None
+            self.live.discard(pending)
+            self.admit(conn)
+            return pending.peer, pending.started
+        peer = transport.get_extra_info("peername") if self.needs_peer else None
+        started = self.admit_peer(conn, peer, transport)
+        return None if started is None else (peer, started)
+
+    def admit_peer(self, conn: Any, peer: Any, closable: Any) -> float | None:
+        """Let ``conn`` from ``peer`` in; return its start time (loop clock), or None.
+
+        Refused (shutting down, ``--allow/--deny``, ``--max-conns``): ``closable`` (its
+        transport or socket) is closed at once and a ``refused`` event gives the reason.
+        Admitted: it counts toward ``--max-conns`` and the drain until ``gate.leave()``,
+        and joins the live set (idle sweeper, shutdown).
+        """
+        host = peer[0] if isinstance(peer, tuple) else ""
+        reason = "shutting down" if self.closing else self.gate.refusal(host)
+        if reason is not None:
+            closable.close()
+            self.refused(peer, reason)
+            return None
+        started = self.loop.time()
+        self.admit(conn)
+        return started
+
     # -- the live set and the idle sweeper -----------------------------------------------------
     def admit(self, conn: Any) -> None:
         """``conn`` has ``activity()``, ``seen``, ``quiet_since`` and ``idle_expired()``."""
@@ -187,30 +223,14 @@ class ServedProtocol(asyncio.Protocol):
     # -- lifecycle ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        state = self.state
-        pending = self.wk_preadmitted
-        if pending is not None:  # TLS: admitted before the handshake; take its place
-            self.wk_preadmitted = None
-            state.live.discard(pending)
-            self.peer, self.started, self.admitted = pending.peer, pending.started, True
-            state.admit(self)
-            self.opened()
-            if state.closing:
-                self.draining()
+        admitted = self.state.admit_or_refuse(self, transport)
+        if admitted is None:
             return
-        host = ""
-        if state.needs_peer:
-            self.peer = transport.get_extra_info("peername")
-            host = self.peer[0] if isinstance(self.peer, tuple) else ""
-        reason = "shutting down" if state.closing else state.gate.refusal(host)
-        if reason is not None:
-            transport.close()
-            state.refused(self.peer, reason)
-            return
+        self.peer, self.started = admitted
         self.admitted = True
-        self.started = state.loop.time()
-        state.admit(self)
         self.opened()
+        if self.state.closing:  # only a TLS peer admitted before the shutdown began
+            self.draining()
 
     def opened(self) -> None:
         """The connection was admitted; the service may greet or start sending."""

@@ -342,25 +342,11 @@ class _HandlerProtocol(asyncio.StreamReaderProtocol):
     wk_preadmitted: Any = None  # set by a TLS listener (see tls_server.py)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        state = self._wk_state
-        pending = self.wk_preadmitted
-        if pending is not None:  # TLS: admitted before the handshake; take its place
-            self.wk_preadmitted = None
-            state.live.discard(pending)
-            self._wk_peer, self._wk_started, self._wk_admitted = pending.peer, pending.started, True
-            state.admit(self)
-            super().connection_made(transport)
+        admitted = self._wk_state.admit_or_refuse(self, transport)
+        if admitted is None:
             return
-        self._wk_peer = transport.get_extra_info("peername")
-        host = self._wk_peer[0] if isinstance(self._wk_peer, tuple) else ""
-        reason = "shutting down" if state.closing else state.gate.refusal(host)
-        if reason is not None:
-            transport.close()
-            state.refused(self._wk_peer, reason)
-            return
+        self._wk_peer, self._wk_started = admitted
         self._wk_admitted = True
-        self._wk_started = state.loop.time()
-        state.admit(self)
         super().connection_made(transport)
 
     def _start(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

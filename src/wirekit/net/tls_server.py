@@ -8,7 +8,8 @@ sockets itself and hands each to ``loop.connect_accepted_socket(ssl=...)`` in a 
 own, which returns the TLS transport or raises the handshake's error::
 
     readable listening socket -> accept (a batch)
-        Gate refuses (--allow/--deny/--max-conns/closing) -> close, "refused" event
+        refused (--allow/--deny/--max-conns/closing) -> close, "refused" event
+            (ServerState.admit_peer: the same decision as every other serve() listener)
         admitted: a _Handshaking stands in the live set (shutdown and the idle sweeper
         can abort it) and a task runs connect_accepted_socket(ssl=ctx, timeout)
             ok     -> the service's protocol, marked pre-admitted, takes its place
@@ -127,9 +128,9 @@ class _Handshaking:
     seen = 0
     quiet_since = 0.0
 
-    def __init__(self, peer: Any, started: float) -> None:
+    def __init__(self, peer: Any) -> None:
         self.peer = peer
-        self.started = started
+        self.started = 0.0  # set on admission (ServerState.admit_peer)
         self.task: asyncio.Task[None] | None = None
         self.ended: str | None = None
 
@@ -174,15 +175,12 @@ class TLSListener:
                 return
             except OSError:  # EMFILE, ECONNABORTED...: try again on the next wake-up
                 return
-            host = peer[0] if isinstance(peer, tuple) else ""
-            reason = "shutting down" if state.closing else state.gate.refusal(host)
-            if reason is not None:
-                conn.close()
-                state.refused(peer, reason)
+            pending = _Handshaking(peer)
+            started = state.admit_peer(pending, peer, conn)
+            if started is None:  # refused: conn is closed and reported
                 continue
+            pending.started = started
             conn.setblocking(False)  # (both loops' transports set TCP_NODELAY themselves)
-            pending = _Handshaking(peer, self._loop.time())
-            state.admit(pending)
             task = self._loop.create_task(self._handshake(conn, pending))
             pending.task = task
             self._tasks.add(task)
