@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 
+from wirekit import ssh as wirekit_ssh
 from wirekit.address import parse_address
 from wirekit.errors import UsageError
 from wirekit.net.runtime import run, stop_signals
@@ -43,7 +43,7 @@ def sshd(address: str, state_dir: str | None, authorized_keys: str | None,
     host key's SHA256 fingerprint, which clients compare on first connection.  The host
     key is generated once and kept in the state directory.
     """
-    _need_asyncssh()
+    wirekit_ssh.require("wirekit sshd")
     from wirekit.ssh.server import DEFAULT_STATE_DIR, start_sshd
 
     addr = parse_address(address, default_port=2222, schemes=("tcp",))
@@ -76,13 +76,4 @@ def sshd(address: str, state_dir: str | None, authorized_keys: str | None,
 
     code = run(serve())
     if code:
-        # SystemExit, not click's Exit: main() drops the code click returns for Exit
-        # in standalone_mode=False (reported to the integrator).
-        sys.exit(code)
-
-
-def _need_asyncssh() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("asyncssh") is None:
-        raise UsageError("wirekit sshd needs asyncssh: pip install 'wirekit[ssh]'")
+        raise click.exceptions.Exit(code)

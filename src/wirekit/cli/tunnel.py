@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import click
 
+from wirekit import ssh as wirekit_ssh
 from wirekit.cli import _record as recording
 from wirekit.cli._record import record_option
 from wirekit.errors import UsageError
@@ -85,7 +86,7 @@ def tunnel(target: str, local: tuple[str, ...], remote: tuple[str, ...],
     back on the same local ports; authentication and host-key failures exit 1 at once.
     Ctrl-C or SIGTERM stops within 2 seconds.
     """
-    _need_asyncssh()
+    wirekit_ssh.require("wirekit tunnel")
     from wirekit.ssh.connect import SSHOptions
     from wirekit.ssh.spec import SSHTarget, parse_target
     from wirekit.ssh.tunnel import Tunnel, TunnelEvent
@@ -151,9 +152,7 @@ def tunnel(target: str, local: tuple[str, ...], remote: tuple[str, ...],
         else:
             click.echo(line, err=True)
     if code:
-        # SystemExit, not click's Exit: main() drops the code click returns for Exit
-        # in standalone_mode=False (reported to the integrator).
-        sys.exit(code)
+        raise click.exceptions.Exit(code)
 
 
 def _prompt() -> Callable[[str], str | None]:
@@ -224,12 +223,6 @@ async def _serve(t) -> int:  # type: ignore[no-untyped-def]
 def _stop_code(stop: stop_signals) -> int:
     return 130 if stop.signum == signal.SIGINT else 0
 
-
-def _need_asyncssh() -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("asyncssh") is None:
-        raise UsageError("wirekit tunnel needs asyncssh: pip install 'wirekit[ssh]'")
 
 
 def _is_loopback(host: str) -> bool:

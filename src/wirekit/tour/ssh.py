@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import wirekit
+from wirekit import ssh as wirekit_ssh
 from wirekit.net.relay import DOWNSTREAM, UPSTREAM
 from wirekit.tour.basics import _check_ctime
 from wirekit.tour.forwarding import Chunk, Recorder, show_chunk
@@ -32,10 +32,9 @@ ROWS = 6
 
 
 async def ssh_tunnel(n: Narrator) -> None:
-    try:
-        import asyncssh
-    except ImportError:
-        raise SectionSkipped("asyncssh is not installed (pip install 'wirekit[ssh]')") from None
+    if not wirekit_ssh.available():
+        raise SectionSkipped(f"asyncssh is not installed ({wirekit_ssh.INSTALL_HINT})")
+    from wirekit.ssh.keys import new_client_key
     from wirekit.ssh.server import start_sshd
 
     with tempfile.TemporaryDirectory(prefix="wirekit-tour-ssh-") as tmp:
@@ -43,9 +42,8 @@ async def ssh_tunnel(n: Narrator) -> None:
         n.step("Make a client key and authorize it (in a temporary directory, not ~/.ssh)")
         n.say(f"working directory {d}")
         n.command("ssh-keygen -t ed25519 -N '' -f id_ed25519")
-        key = asyncssh.generate_private_key("ssh-ed25519")
-        key_path = _write_private(d / "id_ed25519", key.export_private_key())
-        (d / "authorized_keys").write_bytes(key.export_public_key())
+        key_path = d / "id_ed25519"
+        (d / "authorized_keys").write_bytes(new_client_key(key_path))
         (d / "ssh_config").write_text("")  # so the tunnel does not read ~/.ssh/config
         n.say(f"{key_path.name} (mode 0600); its public half is the sshd's authorized_keys")
 
@@ -78,13 +76,6 @@ async def ssh_tunnel(n: Narrator) -> None:
             reply, sent_at = await _through_tunnel(n, d, sshd.fingerprint, wire,
                                                    to_sshd.address.port, to_time.address.port)
         _compare(n, wire, plain, reply, sent_at)
-
-
-def _write_private(path: Path, data: bytes) -> Path:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    return path
 
 
 async def _through_tunnel(n: Narrator, d: Path, fingerprint: str, wire: Recorder,
