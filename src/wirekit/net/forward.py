@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from wirekit.address import Address, parse_address
 from wirekit.errors import ConnectTimeout, NetError, UsageError
@@ -133,7 +133,7 @@ class Forwarder:
         self._bytes_up = 0
         self._bytes_down = 0
         self._relays: set[Relay] = set()
-        self._connecting: dict[Relay, asyncio.Task[None]] = {}
+        self._connecting: dict[Relay, asyncio.Task[Any]] = {}
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
@@ -235,7 +235,7 @@ class Forwarder:
         if self._watch is None:
             self._watch = loop.call_later(self._tick, self._watch_connects)
 
-    def _dialled(self, relay: Relay, via_cache: bool, task: asyncio.Task[object]) -> None:
+    def _dialled(self, relay: Relay, via_cache: bool, task: asyncio.Task[Any]) -> None:
         if self._connecting.get(relay) is task:
             del self._connecting[relay]
         if task.cancelled():
@@ -243,7 +243,7 @@ class Forwarder:
             return
         exc = task.exception()
         if exc is None:
-            transport = task.result()[0]  # type: ignore[index]
+            transport = task.result()[0]
             if not self._literal and not via_cache:
                 peer = transport.get_extra_info("peername")
                 if peer and not (len(peer) > 2 and peer[3]):  # no IPv6 scope id to lose
