@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import TypeVar
 
 import pytest
 
 REQUIRE_PEERS = os.environ.get("WIREKIT_REQUIRE_PEERS") == "1"
 LISTENING = re.compile(r"listening on (\w+)://(\[[^\]]+\]|[^:\s]+):(\d+)")
+T = TypeVar("T")
 
 
 def need_peer(name: str) -> str:
@@ -32,6 +38,45 @@ def need_peer(name: str) -> str:
     return path
 
 
+def require(condition: bool, reason: str) -> None:
+    """Skip the test unless ``condition`` holds; fail instead under WIREKIT_REQUIRE_PEERS=1.
+
+    For capabilities CI provides (it runs as root: raw capture, tmpfs mounts, a high
+    RLIMIT_NOFILE, IPv6 loopback), so that a missing one there is an error, not a silent skip.
+    """
+    if condition:
+        return
+    if REQUIRE_PEERS:
+        pytest.fail(reason + " (and WIREKIT_REQUIRE_PEERS=1)")
+    pytest.skip(reason)
+
+
+def need_module(name: str) -> ModuleType:
+    """Import an optional dependency (``make`` installs the extras: uvloop, asyncssh, ...).
+
+    Skips without it, also at module level; fails under WIREKIT_REQUIRE_PEERS=1.
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        message = f"Python module {name!r} is not installed ({exc}; make installs the extras)"
+        if REQUIRE_PEERS:
+            pytest.fail(message + " and WIREKIT_REQUIRE_PEERS=1")
+        pytest.skip(message, allow_module_level=True)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host``, for peers that cannot take port 0.
+
+    Racy by nature (another process may take it before the peer binds): callers that can
+    detect "address in use" from the peer should retry with a new port.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "condition"):
     """Poll ``predicate`` until truthy; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -42,6 +87,19 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str =
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.01)
+
+
+async def async_wait_for(predicate: Callable[[], T], timeout: float = 10.0,
+                         what: str = "condition") -> T:
+    """The asyncio twin of :func:`wait_for`: poll without blocking the event loop."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.005)
 
 
 class WirekitProcess:
