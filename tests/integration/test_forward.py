@@ -312,10 +312,32 @@ def test_bad_config(tmp_path: Path, capsys) -> None:
     assert "unknown key(s) max_conn" in capsys.readouterr().err
 
 
-def test_non_loopback_warning(wirekit_proc, echo_target) -> None:
-    p = wirekit_proc("forward", "0.0.0.0:0", f"127.0.0.1:{echo_target.port}")
-    p.wait_line(r"warning: listening on 0\.0\.0\.0:0 \(not loopback\) without encryption")
-    p.listening()
+def _forward_without_serving(monkeypatch: pytest.MonkeyPatch, capsys, *args: str) -> str:
+    """Run ``wirekit forward ARGS`` in-process up to the point where it would serve: the
+    event loop is replaced, so nothing is bound (tests listen on loopback only)."""
+    served: list[object] = []
+
+    def no_loop(coro) -> int:  # type: ignore[no-untyped-def]
+        served.append(coro)
+        coro.close()
+        return 0
+
+    monkeypatch.setattr("wirekit.cli.forward.run", no_loop)
+    assert main(["forward", *args]) == 0
+    assert len(served) == 1  # it got as far as serving
+    return capsys.readouterr().err
+
+
+def test_non_loopback_plaintext_listener_warns(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    err = _forward_without_serving(monkeypatch, capsys, "0.0.0.0:0", "127.0.0.1:9")
+    assert "warning: listening on 0.0.0.0:0 (not loopback) without encryption" in err
+
+
+@pytest.mark.parametrize("listen", [":0", "127.0.0.2:0", "[::1]:0"])
+def test_loopback_listener_does_not_warn(monkeypatch: pytest.MonkeyPatch, capsys,
+                                         listen: str) -> None:
+    err = _forward_without_serving(monkeypatch, capsys, listen, "127.0.0.1:9")
+    assert "warning" not in err and "not loopback" not in err
 
 
 def test_bind_error_is_one_line(echo_target, capsys) -> None:
