@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need_peer, wait_for
+from conftest import free_port, need_peer, wait_for
 
 SIZE = 3 * 1024 * 1024 + 17  # a few MiB, not a multiple of any buffer size
 TIMEOUT = 60
@@ -68,12 +67,6 @@ def wait_stderr(proc: subprocess.Popen[bytes], pattern: str, timeout: float = 10
         return None
 
     return wait_for(found, timeout, f"{pattern!r} from {proc.args[0]}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wirekit_connect(*args: str, stdin: object) -> subprocess.CompletedProcess[bytes]:

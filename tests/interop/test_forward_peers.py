@@ -10,17 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need_peer, wait_for
+from conftest import free_port, need_peer, wait_for
 
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 17)
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def listening(port: int) -> bool:

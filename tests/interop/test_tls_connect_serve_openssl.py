@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need_peer
+from conftest import free_port, need_peer
 from wirekit.tls import certs
 
 pytestmark = pytest.mark.peer("openssl")
@@ -72,12 +72,6 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
 # -- openssl s_server, with wirekit connect as the client ---------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -93,7 +87,7 @@ def s_server() -> Iterator[object]:
 
     def start(cert: tuple[Path, Path], *extra: str) -> int:
         for _attempt in range(5):
-            port = _free_port()  # someone may take it before s_server binds: retry
+            port = free_port()  # someone may take it before s_server binds: retry
             proc = subprocess.Popen(
                 [openssl, "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(cert[0]),
                  "-key", str(cert[1]), "-www", "-quiet", *extra],

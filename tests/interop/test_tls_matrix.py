@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from conftest import need_peer
+from conftest import free_port, need_peer
 from wirekit.tls import certs
 
 pytestmark = pytest.mark.peer("openssl")
@@ -118,12 +118,6 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Ca
     return ca_file, cases
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -141,7 +135,7 @@ class Servers:
 
     def start(self, case: Case) -> int:
         for _attempt in range(5):
-            port = _free_port()  # race: someone may take it before s_server binds; retry
+            port = free_port()  # race: someone may take it before s_server binds; retry
             cmd = [self.openssl, "s_server", "-accept", f"127.0.0.1:{port}",
                    "-cert", str(case.cert), "-key", str(case.key), "-www", "-quiet"]
             if case.chain:

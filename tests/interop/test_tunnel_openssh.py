@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import WirekitProcess, need_peer, wait_for
+from conftest import WirekitProcess, free_port, need_module, need_peer, wait_for
 
-asyncssh = pytest.importorskip("asyncssh")
+asyncssh = need_module("asyncssh")
 
 from wirekit.errors import ForwardRefused  # noqa: E402
 from wirekit.ssh.connect import SSHOptions  # noqa: E402
@@ -69,12 +69,6 @@ def echo_port() -> Iterator[int]:
 def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "wirekit-test",
                     "-f", str(path)], check=True, stdin=subprocess.DEVNULL)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _children(pid: int) -> list[int]:
@@ -120,7 +114,7 @@ class OpenSSHServer:
 
     def start(self) -> OpenSSHServer:
         for _ in range(5):
-            port = self.port or _free_port()
+            port = self.port or free_port()
             cfg = self.root / "sshd_config"
             cfg.write_text(
                 f"Port {port}\nListenAddress 127.0.0.1\nHostKey {self.host_key}\n"
@@ -396,7 +390,7 @@ def test_remote_target_refused_per_connection(servers: Callable[..., OpenSSHServ
                                               wirekit_proc: Callable[..., WirekitProcess]
                                               ) -> None:
     server = servers()
-    dead = _free_port()
+    dead = free_port()
     p = wirekit_proc("tunnel", f"{USER}@127.0.0.1:{server.port}", "-i", str(client_key),
                      "--no-agent", "--known-hosts", str(tmp_path / "known_hosts"),
                      "--accept-new", "-L", f"0:127.0.0.1:{dead}", "-L",
