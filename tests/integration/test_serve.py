@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import async_wait_for, require, wait_for
 from wirekit.errors import BindError, UsageError
 from wirekit.net.acl import AccessList
 from wirekit.net.gate import Limits
@@ -56,11 +56,7 @@ async def udp_ask(port: int, payload: bytes, *, timeout: float = 5.0) -> bytes:
 
 class Events(list[ConnectionEvent]):
     async def wait(self, n: int = 1, timeout: float = 5.0) -> None:
-        async def enough() -> None:
-            while len(self) < n:
-                await asyncio.sleep(0.005)
-
-        await asyncio.wait_for(enough(), timeout)
+        await async_wait_for(lambda: len(self) >= n, timeout, f"{n} connection event(s)")
 
 
 async def start(service, address: str = "tcp://127.0.0.1:0", **limits) -> tuple[Server, Events]:
@@ -292,7 +288,7 @@ async def test_handler_idle_timeout_and_max_conns() -> None:
     server, events = await start(silent, idle_timeout=0.3, max_conns=1)
     async with server:
         r1, w1 = await asyncio.open_connection("127.0.0.1", server.address.port)
-        await asyncio.wait_for(_until(lambda: server.active == 1), 5)
+        await async_wait_for(lambda: server.active == 1, 5, "one active connection")
         r2, w2 = await asyncio.open_connection("127.0.0.1", server.address.port)
         assert await asyncio.wait_for(_read_or_reset(r2), 5) == b""  # over --max-conns
         assert await asyncio.wait_for(_read_or_reset(r1), 5) == b""  # then idle timeout
@@ -300,11 +296,6 @@ async def test_handler_idle_timeout_and_max_conns() -> None:
         w2.close()
         await events.wait(2)
     assert sorted(e.ended for e in events) == ["idle timeout", "refused"]
-
-
-async def _until(predicate) -> None:
-    while not predicate():
-        await asyncio.sleep(0.005)
 
 
 async def _read_or_reset(reader: asyncio.StreamReader) -> bytes:
@@ -321,7 +312,7 @@ async def test_aclose_stops_accepting_at_once_and_waits_for_open_connections() -
     writer.write(b"before")
     assert await asyncio.wait_for(reader.readexactly(6), 5) == b"before"
     closing = asyncio.ensure_future(server.aclose())
-    await asyncio.wait_for(_until(lambda: not server.is_serving), 5)
+    await async_wait_for(lambda: not server.is_serving, 5, "the server to stop accepting")
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"during")  # the open connection is still served during the grace period
@@ -335,19 +326,19 @@ async def test_aclose_stops_accepting_at_once_and_waits_for_open_connections() -
 async def test_aclose_cuts_off_connections_after_the_grace_period() -> None:
     server, events = await start("discard", grace=0.2)
     _, writer = await asyncio.open_connection("127.0.0.1", server.address.port)
-    await asyncio.wait_for(_until(lambda: server.active == 1), 5)
+    await async_wait_for(lambda: server.active == 1, 5, "one active connection")
     await asyncio.wait_for(server.aclose(), 5)
     assert [e.ended for e in events] == ["shutdown"]
     writer.close()
 
 
 async def test_ipv6_loopback() -> None:
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6")
+    require(socket.has_ipv6, "no IPv6 in this Python")
     try:
         server, _ = await start("echo", "tcp://[::1]:0")
-    except BindError:
-        pytest.skip("no IPv6 loopback here")
+    except BindError as exc:
+        require(False, f"no IPv6 loopback here: {exc}")
+        raise  # not reached: require(False, ...) skips or fails
     async with server:
         assert server.address.host == "::1"
         assert await tcp_exchange(server.address.port, b"six", host="::1") == b"six"
@@ -507,9 +498,7 @@ def test_idle_timeout_fires(wirekit_proc) -> None:
     with socket.create_connection((host, port), timeout=10) as sock:
         sock.sendall(b"GET TIME")
         parse_ctime(sock.recv(100))
-        started = time.monotonic()
         assert read_or_reset(sock) == b""  # the server closed the quiet connection
-        assert time.monotonic() - started < 10
     proc.wait_line(r"idle timeout: in 8 B, out 25 B")
     assert proc.stop() == 0
 
@@ -564,8 +553,8 @@ def test_2000_concurrent_time_clients(wirekit_proc) -> None:
     clients = 2000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < clients + 200:
-        if hard != resource.RLIM_INFINITY and hard < clients + 200:
-            pytest.skip(f"RLIMIT_NOFILE hard limit {hard} is below {clients + 200}")
+        require(hard == resource.RLIM_INFINITY or hard >= clients + 200,
+                f"RLIMIT_NOFILE hard limit {hard} is below {clients + 200}")
         resource.setrlimit(resource.RLIMIT_NOFILE, (clients + 200, hard))
     proc = wirekit_proc("serve", "time", ":0", "-q", "--max-conns", str(clients))
     _, host, port = proc.listening()
