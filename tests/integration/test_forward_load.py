@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from conftest import async_wait_for, require, wait_for
 from wirekit.net.runtime import loop_factory
 
 MiB = 1 << 20
@@ -108,7 +108,7 @@ async def _transfer(port_of_forwarder) -> list[tuple[str, str, str, str, int]]:
         sent, (got, n) = await asyncio.gather(
             _send(writer, random.Random(i), per_stream), _receive(reader))
         writer.close()
-        await asyncio.wait_for(_wait(lambda: i in results), 30)
+        await async_wait_for(lambda: i in results, 30, f"stream {i}'s report from the target")
         t_got, t_sent, t_n = results[i]
         assert n == per_stream and t_n == per_stream
         return sent, t_got, t_sent, got, n
@@ -117,11 +117,6 @@ async def _transfer(port_of_forwarder) -> list[tuple[str, str, str, str, int]]:
         return await asyncio.gather(*(client(i) for i in range(STREAMS)))
     finally:
         server.close()
-
-
-async def _wait(predicate) -> None:
-    while not predicate():
-        await asyncio.sleep(0.01)
 
 
 @pytest.mark.slow
@@ -358,8 +353,8 @@ class _EchoTarget:
 def test_5000_idle_pairs_each_answer_a_probe(wirekit_proc, mode) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = 3 * PAIRS + 1000
-    if hard < need:
-        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
+    require(hard == resource.RLIM_INFINITY or hard >= need,
+            f"RLIMIT_NOFILE hard limit {hard} < {need}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
     target = _EchoTarget()
     clients: list[socket.socket] = []

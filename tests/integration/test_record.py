@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import wirekit
-from conftest import wait_for
+from conftest import need_module, require, wait_for
 from wirekit.capture.flows import FIN, RST, SYN
 from wirekit.capture.recorder import Recorder
 from wirekit.errors import ParseError
@@ -320,8 +320,8 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     mnt.mkdir()
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
                           capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tiny tmpfs for the disk-full test: {proc.stderr.strip()}")
+    require(proc.returncode == 0,
+            f"cannot mount a tiny tmpfs for the disk-full test: {proc.stderr.strip()}")
     try:
         yield mnt
     finally:
@@ -385,7 +385,7 @@ def test_connect_record_writes_the_session(tmp_path: Path, echo_port: int) -> No
 
 async def test_tunnel_record_writes_the_local_leg(tmp_path: Path, wirekit_proc,  # type: ignore[no-untyped-def]
                                                   echo_port: int) -> None:
-    asyncssh = pytest.importorskip("asyncssh")
+    asyncssh = need_module("asyncssh")
     from wirekit.ssh.connect import SSHOptions
     from wirekit.ssh.tunnel import tunnel
 

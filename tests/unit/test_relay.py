@@ -15,16 +15,18 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from conftest import async_wait_for, require
 from wirekit.net.forward import ConnectionEnded, forward
 from wirekit.net.gate import Limits
 from wirekit.net.relay import DOWNSTREAM, UPSTREAM, Relay
 from wirekit.net.runtime import loop_factory, uvloop_available
 
-LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
-    not uvloop_available(), reason="uvloop not installed"))]
+LOOPS = ["asyncio", "uvloop"]
 
 
 def run_on(loop_name: str, scenario: Callable[[], Awaitable[None]]) -> None:
+    if loop_name == "uvloop":
+        require(uvloop_available(), "uvloop is not installed (make installs the [fast] extra)")
     with asyncio.Runner(loop_factory=loop_factory(loop_name == "uvloop")) as runner:
         runner.run(asyncio.wait_for(scenario(), 30))
 
@@ -96,7 +98,7 @@ def test_bytes_both_ways_and_events(loop_name: str) -> None:
         conn.close()
         assert await recv_all(client) == b""
         client.close()
-        await wait_until(lambda: events)
+        await async_wait_for(lambda: events)
         (ev,) = events
         assert (ev.reason, ev.bytes_up, ev.bytes_down) == ("closed", 11, 5)
         assert fwd.bytes_up == 11 and fwd.bytes_down == 5 and fwd.open == 0
@@ -124,7 +126,7 @@ def test_half_close_keeps_other_direction_flowing(loop_name: str) -> None:
         assert await recv_all(client) == reply
         conn.close()
         client.close()
-        await wait_until(lambda: fwd.open == 0)
+        await async_wait_for(lambda: fwd.open == 0)
         await fwd.aclose()
         target.close()
 
@@ -150,7 +152,7 @@ def test_reset_becomes_reset(loop_name: str, who: str) -> None:
             while await loop.sock_recv(other, 100):
                 pass
         other.close()
-        await wait_until(lambda: events)
+        await async_wait_for(lambda: events)
         assert events[0].reason == "reset"
         await fwd.aclose()
         target.close()
@@ -173,7 +175,7 @@ def test_refused_target_resets_client_and_keeps_listening(loop_name: str) -> Non
             with pytest.raises(ConnectionResetError):
                 await asyncio.wait_for(loop.sock_recv(client, 10), 5)
             client.close()
-        await wait_until(lambda: len(events) == 3)
+        await async_wait_for(lambda: len(events) == 3)
         assert {e.reason for e in events} == {"refused"}
         assert "refused" in events[0].detail
         assert fwd.failed == 3 and fwd.open == 0
@@ -202,7 +204,7 @@ def test_tap_sees_every_chunk_and_eof(loop_name: str) -> None:
         await recv_all(conn)
         client.close()
         conn.close()
-        await wait_until(lambda: fwd.open == 0)
+        await async_wait_for(lambda: fwd.open == 0)
         up = b"".join(d for k, d in seen if k == UPSTREAM)
         down = b"".join(d for k, d in seen if k == DOWNSTREAM)
         assert (up, down) == (b"abc", b"xyz")
@@ -234,7 +236,7 @@ def test_idle_timeout_and_max_conns(loop_name: str) -> None:
         assert await asyncio.wait_for(recv_all(conn), 10) == b""
         first.close()
         conn.close()
-        await wait_until(lambda: len(events) == 2)
+        await async_wait_for(lambda: len(events) == 2)
         assert sorted(e.reason for e in events) == ["idle", "rejected"]
         assert "max-conns" in next(e.detail for e in events if e.reason == "rejected")
         await fwd.aclose()
@@ -252,7 +254,7 @@ def test_client_gone_while_connecting(loop_name: str) -> None:
         fwd = await forward(":0", f"127.0.0.1:{target.port}", on_event=events.append)
         client = await sock_client(fwd.address.port)
         rst(client)
-        await wait_until(lambda: events)
+        await async_wait_for(lambda: events)
         assert fwd.open == 0
         await fwd.aclose()
         target.close()
@@ -277,7 +279,7 @@ def test_idle_timeout_ends_a_pair_stuck_on_a_target_that_never_reads(loop_name: 
             for _ in range(64):
                 await asyncio.wait_for(loop.sock_sendall(client, block), 0.2)
         client.close()  # the relay cannot flush what it holds: only the idle timer ends it
-        await wait_until(lambda: events, 20)
+        await async_wait_for(lambda: events, 20)
         assert events[0].reason == "idle" and fwd.open == 0
         conn.close()
         await fwd.aclose()
@@ -296,10 +298,4 @@ def test_relay_counts_early_bytes() -> None:
 def test_rejected_address_pair() -> None:
     with pytest.raises(ValueError, match="both sides"):
         asyncio.run(forward(":0", "udp://127.0.0.1:9"))
-
-
-async def wait_until(predicate: Callable[[], object], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.01)
 

@@ -11,11 +11,16 @@ import socket
 import pytest
 import test_relay as base
 
+from conftest import async_wait_for, require
 from wirekit.errors import UsageError
 from wirekit.net.forward import forward
 from wirekit.net.splice_relay import PipePool, splice_available
 
-pytestmark = pytest.mark.skipif(not splice_available(), reason="os.splice needs Linux")
+
+@pytest.fixture(autouse=True)
+def _splice_capability() -> None:
+    require(splice_available(), "os.splice needs Linux (CI runs Linux)")
+
 
 SCENARIOS = [
     base.test_bytes_both_ways_and_events,
@@ -72,7 +77,7 @@ def test_splice_bulk_byte_exact_and_pipes_pooled(loop_name: str) -> None:
         assert got == payload
         client.close()
         conn.close()
-        await base.wait_until(lambda: fwd.open == 0)
+        await async_wait_for(lambda: fwd.open == 0, 10, "the pair to close")
         assert fwd.bytes_up == fwd.bytes_down == len(payload)
         assert len(fwd._pool._free) <= fwd._pool.keep  # type: ignore[attr-defined]
         await fwd.aclose()
