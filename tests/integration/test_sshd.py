@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import WirekitProcess, wait_for
+from conftest import WirekitProcess, need_module, wait_for
 
-asyncssh = pytest.importorskip("asyncssh")
+asyncssh = need_module("asyncssh")
 
 from wirekit.errors import AuthError, HostKeyChanged, HostKeyUnknown  # noqa: E402
 from wirekit.ssh.connect import SSHOptions  # noqa: E402

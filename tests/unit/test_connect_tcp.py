@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from conftest import need_module, require
 from wirekit import errors
 from wirekit.net import tcp
 from wirekit.net.tcp import connect
@@ -206,8 +207,8 @@ def _ipv6_loopback() -> bool:
         return False
 
 
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
 async def test_ipv6_literal() -> None:
+    require(_ipv6_loopback(), "no IPv6 loopback on this machine (CI has one)")
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"v6\n")
         writer.close()
@@ -222,7 +223,7 @@ async def test_ipv6_literal() -> None:
 
 def test_on_uvloop_too() -> None:
     """The CLI runs on uvloop when installed: connect, read, refuse the same way there."""
-    pytest.importorskip("uvloop")
+    need_module("uvloop")
     from wirekit.net.runtime import run
 
     async def main() -> tuple[bytes, str]:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from conftest import need_module
 from wirekit import errors
 from wirekit.net.udp import MAX_DATAGRAM, open_udp, udp_request
 
@@ -134,7 +135,7 @@ async def test_public_api_name() -> None:
 
 def test_on_uvloop_too() -> None:
     """ICMP port unreachable must surface as ConnectRefused on uvloop as well."""
-    pytest.importorskip("uvloop")
+    need_module("uvloop")
     from wirekit.net.runtime import run
 
     port = closed_udp_port()

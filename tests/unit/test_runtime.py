@@ -2,6 +2,7 @@ import asyncio
 
 import pytest
 
+from conftest import require
 from wirekit.net.runtime import loop_factory, uvloop_available
 
 
@@ -12,8 +13,7 @@ def test_wirekit_uvloop_0_chooses_the_stdlib_loop(monkeypatch: pytest.MonkeyPatc
 
 def test_uvloop_by_default_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WIREKIT_UVLOOP", raising=False)
-    if not uvloop_available():
-        pytest.skip("uvloop is not installed")
+    require(uvloop_available(), "uvloop is not installed (make installs the [fast] extra)")
     import uvloop
 
     assert loop_factory() is uvloop.new_event_loop

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
+from conftest import need_module
 
-pytest.importorskip("asyncssh")
+need_module("asyncssh")
 
-from wirekit.ssh.pipe import ChannelEnd, SocketEnd
+from wirekit.ssh.pipe import ChannelEnd, SocketEnd  # noqa: E402
 
 
 class FakeTransport:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import need_module
 from wirekit.errors import HostKeyChanged, HostKeyUnknown, UsageError
 from wirekit.ssh.socks import SocksError, SocksHandshake
 from wirekit.ssh.spec import Forward, SSHTarget, parse_forward, parse_target
@@ -131,7 +132,7 @@ def test_socks_garbage_is_refused(data: bytes, reply: bytes) -> None:
 
 # -- host keys --------------------------------------------------------------------------
 def test_host_key_policy(tmp_path: Path) -> None:
-    asyncssh = pytest.importorskip("asyncssh")
+    asyncssh = need_module("asyncssh")
     from wirekit.ssh.hostkeys import HostKeyPolicy, fingerprint
 
     path = tmp_path / "known_hosts"
