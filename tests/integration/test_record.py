@@ -299,14 +299,15 @@ def test_killed_recording_reads_cleanly(tmp_path: Path, wirekit_proc, echo_port:
     for _ in range(3):
         assert _through(port, payload) == payload
     wait_for(lambda: p.stderr.count(" closed: ") == 3, 10, "three connection lines")
-    # Every packet of the three connections reached the file before the kill.
-    expected = 3 * 2 * (3 + 2 * 3 + 4)  # per leg: handshake, >= 2 data+ack each way, FINs
+    # Every data segment of the three connections reached the file before the kill (a
+    # packet count is not enough: how the relay's reads split 100 kB varies with load).
 
     def caught_up() -> bool:
         try:
-            return len(packets(path)) >= expected
+            flows = streams(path)
         except ParseError:  # read while the writer was mid-block
             return False
+        return sum(v == payload for v in flows.values()) == 12
 
     wait_for(caught_up, 10, "the recording to catch up")
     p.kill()
