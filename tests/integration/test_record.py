@@ -412,7 +412,9 @@ async def test_tunnel_record_writes_the_local_leg(tmp_path: Path, wirekit_proc, 
     assert [v for (s, d), v in flows.items() if s[1] == lport] == [payload]
 
 
-async def test_forward_record_refuses_tls_for_now(tmp_path: Path) -> None:
+async def test_forward_record_tls_refuses_splice(tmp_path: Path) -> None:
+    # A tls:// forward records (its TLS leg as ciphertext, see test_record_tshark), but
+    # --splice still cannot carry TLS, recorded or not.
     with (Recorder(tmp_path / "x.pcapng") as rec,
-          pytest.raises(wirekit.errors.UsageError, match="not supported yet")):
-        await wirekit.forward("tls://127.0.0.1:0", "127.0.0.1:9", record=rec)
+          pytest.raises(wirekit.errors.UsageError, match="splice")):
+        await wirekit.forward("tls://127.0.0.1:0", "127.0.0.1:9", record=rec, splice=True)

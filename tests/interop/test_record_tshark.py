@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import re
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -176,3 +177,120 @@ def test_connect_tls_record_is_ciphertext_that_tshark_decrypts(tmp_path: Path,
                     "http.response.code").split()
     assert status == ["404"]
     assert tshark("-r", str(path), "-Y", "tcp.analysis.flags") == ""
+
+
+@contextlib.asynccontextmanager
+async def http_target() -> AsyncIterator[int]:
+    """A plaintext HTTP/1.0 server: reads the request head, answers 200 and closes."""
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await r.readuntil(b"\r\n\r\n")
+            w.write(b"HTTP/1.0 200 OK\r\nContent-Length: 7\r\n\r\nrelayed")
+            await w.drain()
+        w.close()
+
+    srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield int(srv.sockets[0].getsockname()[1])
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+def _pki(tmp_path: Path) -> tuple[Path, Path, Path]:
+    from wirekit.tls import certs
+
+    ca = certs.LocalCA.init(tmp_path / "ca", common_name="Record Root")
+    issued = ca.issue(["localhost", "127.0.0.1"], tmp_path / "server")
+    return ca.cert_path, issued.cert_path, issued.key_path
+
+
+async def _get(port: int, uri: str, ctx: ssl.SSLContext | None = None) -> bytes:
+    r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    w.write(f"GET {uri} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+    await w.drain()
+    got = await asyncio.wait_for(r.read(), 10)
+    w.close()
+    with contextlib.suppress(ConnectionError, ssl.SSLError):
+        await w.wait_closed()
+    return got
+
+
+def _uris(path: Path, port: int) -> list[str]:
+    return tshark("-r", str(path), "-Y", f"http.request and tcp.port == {port}", "-T",
+                  "fields", "-e", "http.request.uri").split()
+
+
+def _secrets_first(path: Path) -> None:
+    with open(path, "rb") as f:
+        kinds = [type(b).__name__ for b in read(f)]
+    assert "DecryptionSecrets" in kinds
+    assert kinds.index("DecryptionSecrets") < len(kinds) - kinds[::-1].index("Packet") - 1
+
+
+async def test_forward_tls_listener_record_is_ciphertext_that_tshark_decrypts(
+        tmp_path: Path) -> None:
+    """``forward tls://LISTEN TARGET --record``: the client leg as TLS ciphertext with its
+    keys in a Decryption Secrets Block, the target leg as plaintext."""
+    need_peer("tshark")
+    from wirekit.net.forward_tls import ListenTLS
+
+    ca, cert, key = _pki(tmp_path)
+    path = tmp_path / "term.pcapng"
+    ctx = ssl.create_default_context(cafile=str(ca))
+    rec = Recorder(path)
+    async with http_target() as port:
+        fwd = await wirekit.forward("tls://127.0.0.1:0", f"127.0.0.1:{port}", record=rec,
+                                    listen_tls=ListenTLS(cert=cert, key=key))
+        try:
+            got = await _get(fwd.address.port, "/some/uri", ctx)
+            await asyncio.wait_for(_until_closed(fwd), 10)
+        finally:
+            await fwd.aclose(0)
+    rec.close()
+    assert got.endswith(b"relayed")
+    _secrets_first(path)
+    listen = fwd.address.port
+    assert _uris(path, listen) == ["/some/uri"]  # decrypted from the ciphertext leg
+    assert _uris(path, port) == ["/some/uri"]  # the plaintext leg to the target
+    assert tshark("-r", str(path), "-Y", f"tls.record and tcp.port == {listen}", "-T",
+                  "fields", "-e", "frame.number").split()
+    convs = conversations(path)  # the two TCP connections, one interface
+    assert len(convs) == 2, convs
+    assert {("127.0.0.1", listen) in c for c in convs} == {True, False}
+    assert {("127.0.0.1", port) in c for c in convs} == {True, False}
+
+
+async def test_forward_tls_target_record_is_ciphertext_that_tshark_decrypts(
+        tmp_path: Path) -> None:
+    """``forward LISTEN tls://TARGET --record``: the target leg as TLS ciphertext (keys in
+    a DSB), the client leg as plaintext."""
+    need_peer("tshark")
+    from wirekit.net.forward_tls import ListenTLS, TargetTLS
+
+    ca, cert, key = _pki(tmp_path)
+    path = tmp_path / "orig.pcapng"
+    rec = Recorder(path)
+    async with http_target() as port:
+        term = await wirekit.forward("tls://127.0.0.1:0", f"127.0.0.1:{port}",
+                                     listen_tls=ListenTLS(cert=cert, key=key))
+        orig = await wirekit.forward("127.0.0.1:0", f"tls://127.0.0.1:{term.address.port}",
+                                     record=rec, target_tls=TargetTLS(ca=ca))
+        try:
+            got = await _get(orig.address.port, "/other/uri")
+            await asyncio.wait_for(_until_closed(orig), 10)
+        finally:
+            await orig.aclose(0)
+            await term.aclose(0)
+    rec.close()
+    assert got.endswith(b"relayed")
+    raw = path.read_bytes()
+    assert raw.count(b"/other/uri") == 1  # on the plaintext client leg only
+    _secrets_first(path)
+    assert _uris(path, term.address.port) == ["/other/uri"]  # decrypted
+    assert _uris(path, orig.address.port) == ["/other/uri"]
+
+
+async def _until_closed(fwd: object) -> None:
+    while getattr(fwd, "open", 0):
+        await asyncio.sleep(0.01)

@@ -129,12 +129,16 @@ class Recorder:
     def udp(self, client: tuple[str, int], server: tuple[str, int]) -> UdpLeg:
         return UdpLeg(self.offer, client, server)
 
-    def forward_hooks(self, tap: Any = None, on_event: Any = None) -> tuple[Any, Any]:
+    def forward_hooks(self, tap: Any = None, on_event: Any = None, *,
+                      tls_client: bool = False, tls_target: bool = False) -> tuple[Any, Any]:
         """The ``(tap, on_event)`` pair for :func:`wirekit.forward` that records every
-        connection (the given ``tap`` factory and ``on_event`` still run)."""
+        connection (the given ``tap`` factory and ``on_event`` still run).  ``tls_client`` /
+        ``tls_target``: that side is TLS, recorded as ciphertext (the forwarder's contexts
+        go through :func:`wirekit.capture.tls_record.record_context`)."""
         from wirekit.capture.relay_tap import forward_taps
 
-        return forward_taps(self, tap, on_event)
+        return forward_taps(self, tap, on_event, tls_client=tls_client,
+                            tls_target=tls_target)
 
     # -- writer thread ----------------------------------------------------------------
     def _run(self) -> None:

@@ -14,6 +14,13 @@ both, as ``tshark -i lo`` would:
 half-close) is a FIN.  The forwarder's :class:`~wirekit.net.forward.ConnectionEnded` event
 ends both legs: FINs for an orderly close (closed, idle, shutdown), RST for a reset or a
 connect timeout.  UDP sessions are recorded on the client leg only (datagrams each way).
+
+A ``tls://`` side is recorded as the ciphertext that crossed the wire, not as the
+plaintext the tap sees: its context records every connection
+(:func:`wirekit.capture.tls_record.record_context`), and the leg is taken over from the
+connection's ``SSLObject`` once its handshake is done (:meth:`RecordingTap.client_handshaken`
+for a terminating listener, :meth:`RecordingTap.target_connected` for an originated
+target); the tap's plaintext then goes to the other leg only.
 """
 
 from __future__ import annotations
@@ -54,13 +61,17 @@ def _listen_host(listen: str, client: str) -> str:
 class RecordingTap:
     """The tap of one forwarded connection (callable like any relay tap)."""
 
-    __slots__ = ("_held", "_rec", "client_leg", "inner", "target_leg", "udp")
+    __slots__ = ("_client", "_held", "_rec", "_server", "client_leg", "inner", "target_leg",
+                 "tls_client", "tls_target", "udp")
 
-    def __init__(self, rec: Recorder, info: ConnInfo, inner: Callable[..., None] | None
-                 ) -> None:
+    def __init__(self, rec: Recorder, info: ConnInfo, inner: Callable[..., None] | None,
+                 *, tls_client: bool = False, tls_target: bool = False) -> None:
         self.inner = inner
+        self.tls_client = tls_client  # the client leg is ciphertext, not these bytes
+        self.tls_target = tls_target
         client = (info.client.host, info.client.port)
         server = (_listen_host(info.listen.host, info.client.host), info.listen.port)
+        self._client, self._server = client, server
         self.udp: UdpLeg | None = None
         self.client_leg: TcpLeg | None = None
         self.target_leg: TcpLeg | None = None
@@ -68,9 +79,11 @@ class RecordingTap:
         if info.proto == "udp":
             self.udp = rec.udp(client, server)
             self._held = None
-        else:
+        elif not tls_client:
             self.client_leg = rec.tcp(client, server)
             self.client_leg.open(time.time_ns())
+        if tls_target:
+            self._held = None
         self._rec = rec
 
     def __call__(self, direction: str, data: bytes, ts: float) -> None:
@@ -82,10 +95,13 @@ class RecordingTap:
             self.udp.data(side, data, ns)
             return
         leg = self.client_leg
-        if data:
-            leg.data(side, data, ns)  # type: ignore[union-attr]
-        else:
-            leg.fin(side, ns)  # type: ignore[union-attr]
+        if not self.tls_client and leg is not None:
+            if data:
+                leg.data(side, data, ns)
+            else:
+                leg.fin(side, ns)
+        if self.tls_target:
+            return
         if self._held is not None:
             self._held.append((side, data, ns))
             return
@@ -96,6 +112,12 @@ class RecordingTap:
             else:
                 target.fin(side, ns + 1)
 
+    def client_handshaken(self, transport: Any) -> None:
+        """The TLS client's handshake is done: its ciphertext becomes the client leg."""
+        cipher = getattr(transport.get_extra_info("ssl_object"), "_wk_tap", None)
+        if self.tls_client and cipher is not None and self.client_leg is None:
+            self.client_leg = cipher.bind_pair(self._client, self._server)
+
     def target_connected(self, transport: Any) -> None:
         """The forwarder reached the target with ``transport``: open the target leg."""
         if self.udp is not None or self.target_leg is not None:
@@ -104,6 +126,12 @@ class RecordingTap:
         remote = transport.get_extra_info("peername")
         if not local or not remote:
             self._held = None
+            return
+        if self.tls_target:  # the TLS target's ciphertext, held since its first byte
+            cipher = getattr(transport.get_extra_info("ssl_object"), "_wk_tap", None)
+            if cipher is not None:
+                self.target_leg = cipher.bind_pair((str(local[0]), int(local[1])),
+                                                   (str(remote[0]), int(remote[1])))
             return
         leg = self._rec.tcp((str(local[0]), int(local[1])), (str(remote[0]), int(remote[1])))
         opened = time.time_ns()
@@ -131,7 +159,8 @@ class RecordingTap:
 
 
 def forward_taps(rec: Recorder, inner: Any = None,
-                 on_event: Callable[[ConnectionEnded], None] | None = None
+                 on_event: Callable[[ConnectionEnded], None] | None = None, *,
+                 tls_client: bool = False, tls_target: bool = False,
                  ) -> tuple[Callable[[ConnInfo], RecordingTap], Callable[[ConnectionEnded],
                                                                          None]]:
     """The ``(tap, on_event)`` pair for :func:`wirekit.forward` that records every
@@ -139,7 +168,8 @@ def forward_taps(rec: Recorder, inner: Any = None,
     live: dict[tuple[str, str], RecordingTap] = {}
 
     def factory(info: ConnInfo) -> RecordingTap:
-        tap = RecordingTap(rec, info, inner(info) if inner is not None else None)
+        tap = RecordingTap(rec, info, inner(info) if inner is not None else None,
+                           tls_client=tls_client, tls_target=tls_target)
         live[(info.proto, label(info.client.host, info.client.port))] = tap
         return tap
 

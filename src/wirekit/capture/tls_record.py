@@ -21,6 +21,12 @@ until :meth:`TlsLegTap.bind` and then written after the leg's handshake.
 
 ``pending()`` also counts the ciphertext waiting in the inner BIO: uvloop keeps calling
 ``read`` only while ``incoming.pending`` or ``pending()`` is non-zero.
+
+A context shared by many connections (a ``tls://`` forward's listener or target,
+:func:`record_context`) gives each ``SSLObject`` a tap of its own (``ssl_object._wk_tap``,
+bound by the owner once that connection is made) and one key-log reader for them all:
+OpenSSL writes a connection's keys during that connection's call, so the call that reads
+them is the one whose ciphertext they decrypt.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import os
 import ssl
 import tempfile
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from wirekit.capture.flows import TcpLeg
@@ -38,15 +45,18 @@ if TYPE_CHECKING:
     from wirekit.address import Address
     from wirekit.capture.recorder import Recorder
 
-__all__ = ["TlsLegTap"]
+__all__ = ["TlsLegTap", "record_context"]
 
 
 class TlsLegTap:
     """The ciphertext leg of one TLS client connection (``context_hook`` before
     connecting, ``bind`` once connected, ``end`` at the end)."""
 
-    def __init__(self, rec: Recorder) -> None:
+    def __init__(self, rec: Recorder, *, keys: _SharedKeyLog | None = None,
+                 server_side: bool = False) -> None:
         self.rec = rec
+        self._shared = keys
+        self._server_side = server_side
         self.leg: TcpLeg | None = None
         self._held: list[tuple[str, bytes, int]] | None = []
         self._keylog: str | None = None
@@ -68,6 +78,11 @@ class TlsLegTap:
 
     # -- called by the recording SSLObject ----------------------------------------------
     def _keys(self) -> None:
+        if self._shared is not None:
+            lines = self._shared.read()
+            if lines:
+                self._event("k", lines)
+            return
         if self._keylog is None:
             return
         try:
@@ -82,6 +97,8 @@ class TlsLegTap:
             self._event("k", data[:end])
 
     def _cipher(self, side: str, data: bytes) -> None:
+        if self._server_side:  # received bytes are the client's ("c"), sent ones ours
+            side = "c" if side == "s" else "s"
         self._event(side, data)
 
     def _event(self, kind: str, data: bytes) -> None:
@@ -99,12 +116,17 @@ class TlsLegTap:
 
     # -- owner --------------------------------------------------------------------------
     def bind(self, local: Address, peer: Address) -> None:
+        self.bind_pair((local.host, local.port), (peer.host, peer.port))
+
+    def bind_pair(self, client: tuple[str, int], server: tuple[str, int]) -> TcpLeg:
+        """Open the leg ``client`` <-> ``server`` and write what was held."""
         held, self._held = self._held or [], None
-        self.leg = self.rec.tcp((local.host, local.port), (peer.host, peer.port))
+        self.leg = self.rec.tcp(client, server)
         opened = min([ns for _, _, ns in held] or [time.time_ns()])
         self.leg.open(opened)
         for kind, data, ns in held:
             self._apply(kind, data, ns)
+        return self.leg
 
     def end(self, *, reset: bool = False) -> None:
         if self.leg is not None:
@@ -115,7 +137,49 @@ class TlsLegTap:
                 os.unlink(self._own_keylog)
 
 
-def _recording_class(base: Any, tap: TlsLegTap) -> Any:
+class _SharedKeyLog:
+    """A context's key log, read on from where the last read stopped (one per context).
+
+    Without a key log of the user's, a private temporary one is opened and unlinked at
+    once: the ssl module and this reader keep their descriptors, nothing is left behind."""
+
+    def __init__(self, ctx: ssl.SSLContext) -> None:
+        path = ctx.keylog_filename
+        private = not path
+        if private:
+            fd, path = tempfile.mkstemp(prefix="wirekit-keys-", suffix=".log")
+            os.close(fd)
+            os.unlink(path)
+            ctx.keylog_filename = path  # the ssl module creates it
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        weakref.finalize(ctx, os.close, self._fd)  # closed with the context
+        if private:
+            os.unlink(path)
+        self._offset = os.fstat(self._fd).st_size
+
+    def read(self) -> bytes:
+        try:
+            data = os.pread(self._fd, 1 << 20, self._offset)
+        except OSError:
+            return b""
+        end = data.rfind(b"\n") + 1  # whole lines only
+        self._offset += end
+        return data[:end]
+
+
+def record_context(ctx: ssl.SSLContext, rec: Recorder, *, server_side: bool = False) -> None:
+    """Record every connection ``ctx`` makes as ciphertext plus keys: each ``SSLObject``
+    carries its own :class:`TlsLegTap` as ``_wk_tap`` (bind it with ``bind_pair`` once the
+    connection is made).  ``server_side``: the context accepts (a listener)."""
+    keys = _SharedKeyLog(ctx)
+    base = ctx.sslobject_class or ssl.SSLObject
+    ctx.sslobject_class = _recording_class(
+        base, lambda: TlsLegTap(rec, keys=keys, server_side=server_side))
+
+
+def _recording_class(base: Any, tap: TlsLegTap | Any) -> Any:
+    make = tap if not isinstance(tap, TlsLegTap) else (lambda: tap)
+
     class _Recording(base):  # type: ignore[misc]
         @classmethod
         def _create(cls, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, *args: Any,
@@ -123,10 +187,12 @@ def _recording_class(base: Any, tap: TlsLegTap) -> Any:
             inner_in, inner_out = ssl.MemoryBIO(), ssl.MemoryBIO()
             obj = super()._create(inner_in, inner_out, *args, **kwargs)
             obj._wk_bios = (incoming, outgoing, inner_in, inner_out)
+            obj._wk_tap = make()
             return obj
 
         def _wk_call(self, fn: Any, *args: Any) -> Any:
             outer_in, outer_out, inner_in, inner_out = self._wk_bios
+            tap = self._wk_tap
             pulled = outer_in.read()
             if pulled:
                 inner_in.write(pulled)

@@ -441,7 +441,9 @@ async def forward(
         stream = sys.stderr if hexdump is True else hexdump
         tap = _with_hexdump(tap, stream)
     if record is not None:
-        tap, on_event = record.forward_hooks(tap, on_event)
+        tap, on_event = record.forward_hooks(tap, on_event,
+                                             tls_client=rule.listen.scheme == "tls",
+                                             tls_target=rule.target.scheme == "tls")
     if rule.listen.scheme == "udp":
         from wirekit.net.udp_relay import UdpForwarder
 
@@ -454,10 +456,6 @@ async def forward(
     if "tls" in (rule.listen.scheme, rule.target.scheme):
         from wirekit.net.forward_tls import ListenTLS, TargetTLS, TLSForwarder
 
-        if record is not None:  # the tap sees plaintext: it would be written as the TLS leg
-            raise UsageError("recording a tls:// forward is not supported yet (tcp:// and "
-                             "udp:// only)")
-
         if splice:
             raise UsageError("splice forwarding cannot carry TLS (the bytes never reach "
                              "wirekit to be encrypted)")
@@ -466,6 +464,13 @@ async def forward(
             on_event=on_event, tap=tap, high_water=high_water, low_water=low_water,
             listen_tls=(listen_tls or ListenTLS()) if rule.listen.scheme == "tls" else None,
             target_tls=(target_tls or TargetTLS()) if rule.target.scheme == "tls" else None)
+        if record is not None:  # a TLS side is recorded as its ciphertext, keys included
+            from wirekit.capture.tls_record import record_context
+
+            if tls_fwd._server_tls is not None:
+                record_context(tls_fwd._server_tls.context, record, server_side=True)
+            if tls_fwd._client_tls is not None:
+                record_context(tls_fwd._client_tls.context, record)
         await tls_fwd._start(sock, reuse_port)
         return tls_fwd
     if listen_tls is not None or target_tls is not None:

@@ -259,6 +259,9 @@ class TLSForwarder(Forwarder):
 
     def _handshaken(self, relay: Relay, transport: asyncio.Transport) -> None:
         # Admitted at accept time; the handshake task is ending: now reach the target.
+        handshaken = getattr(relay.tap, "client_handshaken", None)  # a recording tap
+        if handshaken is not None:
+            handshaken(transport)
         if self._closed:
             relay.abort("shutdown")
             return
@@ -289,7 +292,7 @@ class TLSForwarder(Forwarder):
             with connect_errors(host, port, self.connect_timeout):
                 async with asyncio.timeout(self.connect_timeout + self._target_timeout):
                     try:
-                        await loop.create_connection(
+                        transport, _ = await loop.create_connection(
                             relay.target_protocol, host, port, ssl=tls.context,
                             server_hostname=tls.server_hostname,
                             ssl_handshake_timeout=self._target_timeout)
@@ -298,6 +301,9 @@ class TLSForwarder(Forwarder):
                         if err is not None:
                             raise err from exc
                         raise
+            connected = getattr(relay.tap, "target_connected", None)  # a recording tap
+            if connected is not None:
+                connected(transport)
         except ConnectTimeout as exc:
             self.failed += 1
             relay.fail("timeout", str(exc))
