@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import re
+import socket
 import ssl
 import subprocess
 import sys
@@ -294,3 +295,31 @@ async def test_forward_tls_target_record_is_ciphertext_that_tshark_decrypts(
 async def _until_closed(fwd: object) -> None:
     while getattr(fwd, "open", 0):
         await asyncio.sleep(0.01)
+
+
+def test_serve_tls_record_is_ciphertext_that_tshark_decrypts(tmp_path: Path,
+                                                             wirekit_proc) -> None:  # type: ignore[no-untyped-def]
+    """``serve SERVICE tls:// --record``: the accepted connections as TLS ciphertext, keys
+    in a Decryption Secrets Block ahead of them."""
+    need_peer("tshark")
+    path = tmp_path / "served.pcapng"
+    server = wirekit_proc("serve", "http", "tls://127.0.0.1:0", "--ca-dir",
+                          str(tmp_path / "ca"), "--record", str(path))
+    _, _, port = server.listening()
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca" / "ca.pem"))
+    with (socket.create_connection(("127.0.0.1", port), timeout=10) as raw_sock,
+          ctx.wrap_socket(raw_sock, server_hostname="127.0.0.1") as s):
+        s.sendall(b"GET /served/uri HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        reply = b""
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            while data := s.recv(65536):
+                reply += data
+    assert reply.startswith(b"HTTP/1.0 404")
+    assert server.stop() == 0
+    raw = path.read_bytes()
+    assert b"/served/uri" not in raw and b"404 Not Found" not in raw  # ciphertext only
+    _secrets_first(path)
+    assert _uris(path, port) == ["/served/uri"]
+    status = tshark("-r", str(path), "-Y", "http.response", "-T", "fields", "-e",
+                    "http.response.code").split()
+    assert status == ["404"]

@@ -6,6 +6,12 @@ proxy: bytes read are the peer's (``c``, the client), bytes written are ours (``
 ``write_eof``/``close`` are our FIN, ``abort`` our RST; an EOF read is the client's FIN,
 a connection lost with an error the client's RST.  The recorded leg is the accepted
 connection itself (peer address <-> our listening address), as a capture would show it.
+
+A TLS listener (``serve tls://``) is recorded as the ciphertext instead
+(:func:`recording_tls_factory`): its context records every connection
+(:func:`wirekit.capture.tls_record.record_context`) and the protocol only opens the leg
+once the handshake is done and ends it (FINs, or an RST when the connection was lost with
+an error).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from wirekit.capture.flows import TcpLeg
 if TYPE_CHECKING:
     from wirekit.capture.recorder import Recorder
 
-__all__ = ["recording_factory"]
+__all__ = ["recording_factory", "recording_tls_factory"]
 
 
 class _TappedTransport:
@@ -105,5 +111,64 @@ def recording_factory(factory: Callable[[], Any], rec: Recorder) -> Callable[[],
     """``factory`` whose connections are recorded by ``rec``."""
     def make() -> _Tapped:
         return _Tapped(factory(), rec)
+
+    return make
+
+
+class _TlsTapped(asyncio.Protocol):
+    __slots__ = ("_inner", "_leg")
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._leg: TcpLeg | None = None
+
+    @property
+    def wk_preadmitted(self) -> Any:  # the TLS listener's admission, for the inner protocol
+        return self._inner.wk_preadmitted
+
+    @wk_preadmitted.setter
+    def wk_preadmitted(self, value: Any) -> None:
+        self._inner.wk_preadmitted = value
+
+    def connection_made(self, transport: Any) -> None:
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        cipher = getattr(transport.get_extra_info("ssl_object"), "_wk_tap", None)
+        if cipher is not None and isinstance(peer, tuple) and isinstance(local, tuple):
+            self._leg = cipher.bind_pair((str(peer[0]), int(peer[1])),
+                                         (str(local[0]), int(local[1])))
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()  # type: ignore[no-any-return]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._leg is not None:
+            if exc is not None:
+                self._leg.reset("c", time.time_ns())
+            else:
+                self._leg.close(time.time_ns())
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+def recording_tls_factory(factory: Callable[[], Any], rec: Recorder,
+                          context: Any) -> Callable[[], Any]:
+    """``factory`` behind a TLS ``context`` whose connections ``rec`` records as the
+    ciphertext that crossed the wire, keys in Decryption Secrets Blocks."""
+    from wirekit.capture.tls_record import record_context
+
+    record_context(context, rec, server_side=True)
+
+    def make() -> _TlsTapped:
+        return _TlsTapped(factory())
 
     return make

@@ -222,7 +222,7 @@ async def serve(
     asks clients for a certificate issued by those roots (``require_client_cert``: refuse
     clients without one); each refused client is a ``tls failed`` event with the reason.
     ``record`` (a :class:`wirekit.capture.recorder.Recorder`) writes every TCP connection
-    to a pcapng file.
+    to a pcapng file (a TLS one as its ciphertext, keys in a Decryption Secrets Block).
     """
     limits = limits or Limits()
     if isinstance(address, str):
@@ -235,8 +235,8 @@ async def serve(
                  or max_version is not None or keylog is not None or ca_dir is not None)
     if tls_given and address.scheme != "tls":
         raise UsageError(f"TLS options need a tls:// address, not {address}")
-    if record is not None and address.scheme != "tcp":
-        raise UsageError(f"recording {address.scheme}:// is not supported yet (tcp:// only)")
+    if record is not None and address.scheme == "udp":
+        raise UsageError("recording udp:// is not supported yet (tcp:// and tls:// only)")
     service: Service | None = None
     if isinstance(service_or_handler, str):
         service = get_service(service_or_handler)
@@ -275,7 +275,11 @@ async def serve(
                     or inspect.iscoroutinefunction(type(handler).__call__)):
                 raise UsageError("a serve() handler must be an async function of a connection")
             factory = lambda: _HandlerProtocol(state, handler)  # type: ignore[arg-type]  # noqa: E731
-        if record is not None:
+        if record is not None and tls is not None:  # the ciphertext, keys in a DSB
+            from wirekit.capture.protocol_tap import recording_tls_factory
+
+            factory = recording_tls_factory(factory, record, tls.context)
+        elif record is not None:
             from wirekit.capture.protocol_tap import recording_factory
 
             factory = recording_factory(factory, record)
