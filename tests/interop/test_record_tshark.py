@@ -222,6 +222,11 @@ def _uris(path: Path, port: int) -> list[str]:
                   "fields", "-e", "http.request.uri").split()
 
 
+def _ifaces(path: Path, port: int) -> set[str]:
+    return set(tshark("-r", str(path), "-Y", f"tcp.port == {port}", "-T", "fields", "-e",
+                      "frame.interface_name").split())
+
+
 def _secrets_first(path: Path) -> None:
     with open(path, "rb") as f:
         kinds = [type(b).__name__ for b in read(f)]
@@ -256,7 +261,9 @@ async def test_forward_tls_listener_record_is_ciphertext_that_tshark_decrypts(
     assert _uris(path, port) == ["/some/uri"]  # the plaintext leg to the target
     assert tshark("-r", str(path), "-Y", f"tls.record and tcp.port == {listen}", "-T",
                   "fields", "-e", "frame.number").split()
-    convs = conversations(path)  # the two TCP connections, one interface
+    assert _ifaces(path, listen) == {"wirekit"}  # the TLS leg
+    assert _ifaces(path, port) == {"wirekit-plain"}  # the plaintext leg, second interface
+    convs = conversations(path)  # the two TCP connections
     assert len(convs) == 2, convs
     assert {("127.0.0.1", listen) in c for c in convs} == {True, False}
     assert {("127.0.0.1", port) in c for c in convs} == {True, False}
@@ -290,6 +297,8 @@ async def test_forward_tls_target_record_is_ciphertext_that_tshark_decrypts(
     _secrets_first(path)
     assert _uris(path, term.address.port) == ["/other/uri"]  # decrypted
     assert _uris(path, orig.address.port) == ["/other/uri"]
+    assert _ifaces(path, term.address.port) == {"wirekit"}  # the TLS leg
+    assert _ifaces(path, orig.address.port) == {"wirekit-plain"}
 
 
 async def _until_closed(fwd: object) -> None:

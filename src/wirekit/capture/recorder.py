@@ -19,7 +19,10 @@ one line through ``on_error``, later events are ignored, and the relay carries o
 
 Interfaces: everything is on interface 0, named ``wirekit``, as Ethernet frames: both legs
 of a forward (client <-> wirekit's listener, and wirekit's outgoing socket <-> the target),
-exactly the two connections ``tshark -i lo`` would list for a forward on loopback.
+exactly the two connections ``tshark -i lo`` would list for a forward on loopback.  Where
+wirekit terminates or originates TLS, the TLS leg (ciphertext) stays on interface 0 and the
+plaintext leg goes to interface 1, ``wirekit-plain``, added the first time it is needed
+(legs made with ``tcp(..., plain=True)``; their events are queued as ``(1, event)``).
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class Recorder:
         self._wake = threading.Event()
         self._stopping = False
         self._isn = 1000
+        self._plain: int | None = None  # interface 1, once a plaintext leg needs it
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="wirekit-recorder", daemon=True)
         self._thread.start()
@@ -91,7 +95,7 @@ class Recorder:
     def active(self) -> bool:
         return self.error is None and not self._closed
 
-    def offer(self, event: Event) -> None:
+    def offer(self, event: Event, iface: int = 0) -> None:
         """Queue one event for writing; never blocks (a full queue counts a drop)."""
         if self.error is not None or self._closed:
             return
@@ -103,7 +107,7 @@ class Recorder:
         if len(q) >= self._queue_size:
             self._drop(event)
             return
-        q.append(event)
+        q.append(event if not iface else (iface, event))  # type: ignore[arg-type]
         self._queued_bytes += size
         if not self._wake.is_set():
             self._wake.set()
@@ -121,10 +125,16 @@ class Recorder:
         else:
             self.dropped += 1
 
-    def tcp(self, client: tuple[str, int], server: tuple[str, int]) -> TcpLeg:
-        """A new TCP leg (call ``open(ts_ns)`` for its handshake)."""
+    def tcp(self, client: tuple[str, int], server: tuple[str, int], *,
+            plain: bool = False) -> TcpLeg:
+        """A new TCP leg (call ``open(ts_ns)`` for its handshake).  ``plain``: the
+        plaintext leg of a TLS connection wirekit terminates or originates (interface 1)."""
         self._isn = (self._isn * 1103515245 + 12345) & 0x7FFFFFFF
-        return TcpLeg(self.offer, client, server, isn=self._isn)
+        return TcpLeg(self._offer_plain if plain else self.offer, client, server,
+                      isn=self._isn)
+
+    def _offer_plain(self, event: Event) -> None:
+        self.offer(event, 1)
 
     def udp(self, client: tuple[str, int], server: tuple[str, int]) -> UdpLeg:
         return UdpLeg(self.offer, client, server)
@@ -158,15 +168,24 @@ class Recorder:
             while q and len(batch) < 512 and room > 0:
                 event = q.popleft()
                 batch.append(event)
-                room -= len(event[6])
+                room -= len(event[6] if len(event) != 2 else event[1][6])
             if self.error is None:
                 packets: list[tuple[bytes, int, int]] = []
                 size = 0
+                iface = self._iface
                 try:
                     for event in batch:
+                        want = self._iface
+                        if len(event) == 2:  # (1, event): the plaintext interface
+                            event = event[1]
+                            want = self._plain_iface()
+                        if want != iface:
+                            self._writer.write_packets(iface, packets)
+                            self.packets += len(packets)
+                            packets, iface = [], want
                         size += len(event[6])
                         if event[0] == 0:  # TLS keys: a DSB ahead of what they decrypt
-                            self._writer.write_packets(self._iface, packets)
+                            self._writer.write_packets(iface, packets)
                             self.packets += len(packets)
                             packets = []
                             self._writer.write_secrets(event[6])
@@ -175,11 +194,16 @@ class Recorder:
                         for frame in frames(event, ident, cache):
                             ident += 1
                             packets.append((frame, ts, len(frame)))
-                    self._writer.write_packets(self._iface, packets)
+                    self._writer.write_packets(iface, packets)
                     self.packets += len(packets)
                 except OSError as exc:
                     self._fail(exc)
                 self._written_bytes += size
+
+    def _plain_iface(self) -> int:
+        if self._plain is None:  # writer thread: the IDB goes in before its first packet
+            self._plain = self._writer.add_interface(LINKTYPE_ETHERNET, name="wirekit-plain")
+        return self._plain
 
     def _fail(self, exc: OSError) -> None:
         name = errno.errorcode.get(exc.errno or 0, "")

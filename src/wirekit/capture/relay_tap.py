@@ -20,7 +20,8 @@ plaintext the tap sees: its context records every connection
 (:func:`wirekit.capture.tls_record.record_context`), and the leg is taken over from the
 connection's ``SSLObject`` once its handshake is done (:meth:`RecordingTap.client_handshaken`
 for a terminating listener, :meth:`RecordingTap.target_connected` for an originated
-target); the tap's plaintext then goes to the other leg only.
+target); the tap's plaintext then goes to the other leg only, on the recorder's second
+interface (``wirekit-plain``).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class RecordingTap:
             self.udp = rec.udp(client, server)
             self._held = None
         elif not tls_client:
-            self.client_leg = rec.tcp(client, server)
+            self.client_leg = rec.tcp(client, server, plain=tls_target)
             self.client_leg.open(time.time_ns())
         if tls_target:
             self._held = None
@@ -133,7 +134,8 @@ class RecordingTap:
                 self.target_leg = cipher.bind_pair((str(local[0]), int(local[1])),
                                                    (str(remote[0]), int(remote[1])))
             return
-        leg = self._rec.tcp((str(local[0]), int(local[1])), (str(remote[0]), int(remote[1])))
+        leg = self._rec.tcp((str(local[0]), int(local[1])), (str(remote[0]), int(remote[1])),
+                            plain=self.tls_client)
         opened = time.time_ns()
         leg.open(opened)
         self.target_leg = leg
