@@ -332,3 +332,34 @@ def test_serve_tls_record_is_ciphertext_that_tshark_decrypts(tmp_path: Path,
     status = tshark("-r", str(path), "-Y", "http.response", "-T", "fields", "-e",
                     "http.response.code").split()
     assert status == ["404"]
+
+
+async def test_forward_tls_to_tls_record_is_two_ciphertext_legs(tmp_path: Path) -> None:
+    """``forward tls://LISTEN tls://TARGET --record``: both legs ciphertext, both decrypted,
+    no plaintext anywhere in the file."""
+    need_peer("tshark")
+    from wirekit.net.forward_tls import ListenTLS, TargetTLS
+
+    ca, cert, key = _pki(tmp_path)
+    path = tmp_path / "both.pcapng"
+    ctx = ssl.create_default_context(cafile=str(ca))
+    rec = Recorder(path)
+    async with http_target() as port:
+        term = await wirekit.forward("tls://127.0.0.1:0", f"127.0.0.1:{port}",
+                                     listen_tls=ListenTLS(cert=cert, key=key))
+        both = await wirekit.forward("tls://127.0.0.1:0", f"tls://127.0.0.1:{term.address.port}",
+                                     record=rec, listen_tls=ListenTLS(cert=cert, key=key),
+                                     target_tls=TargetTLS(ca=ca))
+        try:
+            got = await _get(both.address.port, "/both/uri", ctx)
+            await asyncio.wait_for(_until_closed(both), 10)
+        finally:
+            await both.aclose(0)
+            await term.aclose(0)
+    rec.close()
+    assert got.endswith(b"relayed")
+    assert b"/both/uri" not in path.read_bytes()
+    _secrets_first(path)
+    assert _uris(path, both.address.port) == ["/both/uri"]
+    assert _uris(path, term.address.port) == ["/both/uri"]
+    assert _ifaces(path, both.address.port) == _ifaces(path, term.address.port) == {"wirekit"}
