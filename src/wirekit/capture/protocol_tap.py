@@ -64,20 +64,60 @@ class _TappedTransport:
         return getattr(self._t, name)
 
 
-class _Tapped(asyncio.Protocol):
-    __slots__ = ("_inner", "_leg", "_rec")
+def _endpoints(transport: Any) -> tuple[tuple[str, int], tuple[str, int]] | None:
+    """(peer, local) of a connected transport, or None when it has no IP addresses."""
+    peer = transport.get_extra_info("peername")
+    local = transport.get_extra_info("sockname")
+    if isinstance(peer, tuple) and isinstance(local, tuple):
+        return (str(peer[0]), int(peer[1])), (str(local[0]), int(local[1]))
+    return None
 
-    def __init__(self, inner: Any, rec: Recorder) -> None:
+
+class _Wrapper(asyncio.Protocol):
+    """Delegates to the wrapped protocol; ends the recorded leg when the connection goes
+    (our FINs, or the client's RST when it was lost with an error)."""
+
+    __slots__ = ("_inner", "_leg")
+
+    def __init__(self, inner: Any) -> None:
         self._inner = inner
-        self._rec = rec
         self._leg: TcpLeg | None = None
 
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()  # type: ignore[no-any-return]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._leg is not None:
+            if exc is not None:
+                self._leg.reset("c", time.time_ns())
+            else:
+                self._leg.close(time.time_ns())
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class _Tapped(_Wrapper):
+    """Plaintext: records what the client sends and, through the transport proxy, what
+    the wrapped protocol writes."""
+
+    __slots__ = ("_rec",)
+
+    def __init__(self, inner: Any, rec: Recorder) -> None:
+        super().__init__(inner)
+        self._rec = rec
+
     def connection_made(self, transport: Any) -> None:
-        peer = transport.get_extra_info("peername")
-        local = transport.get_extra_info("sockname")
-        if isinstance(peer, tuple) and isinstance(local, tuple) and self._rec.active:
-            self._leg = self._rec.tcp((str(peer[0]), int(peer[1])),
-                                      (str(local[0]), int(local[1])))
+        ends = _endpoints(transport)
+        if ends is not None and self._rec.active:
+            self._leg = self._rec.tcp(*ends)
             self._leg.open(time.time_ns())
             transport = _TappedTransport(transport, self._leg)
         self._inner.connection_made(transport)
@@ -92,20 +132,6 @@ class _Tapped(asyncio.Protocol):
             self._leg.fin("c", time.time_ns())
         return self._inner.eof_received()  # type: ignore[no-any-return]
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._leg is not None:
-            if exc is not None:
-                self._leg.reset("c", time.time_ns())
-            else:
-                self._leg.close(time.time_ns())
-        self._inner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
-
 
 def recording_factory(factory: Callable[[], Any], rec: Recorder) -> Callable[[], Any]:
     """``factory`` whose connections are recorded by ``rec``."""
@@ -115,12 +141,10 @@ def recording_factory(factory: Callable[[], Any], rec: Recorder) -> Callable[[],
     return make
 
 
-class _TlsTapped(asyncio.Protocol):
-    __slots__ = ("_inner", "_leg")
+class _TlsTapped(_Wrapper):
+    """TLS: the context records the ciphertext; this only binds and ends the leg."""
 
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self._leg: TcpLeg | None = None
+    __slots__ = ()
 
     @property
     def wk_preadmitted(self) -> Any:  # the TLS listener's admission, for the inner protocol
@@ -131,33 +155,11 @@ class _TlsTapped(asyncio.Protocol):
         self._inner.wk_preadmitted = value
 
     def connection_made(self, transport: Any) -> None:
-        peer = transport.get_extra_info("peername")
-        local = transport.get_extra_info("sockname")
+        ends = _endpoints(transport)
         cipher = getattr(transport.get_extra_info("ssl_object"), "_wk_tap", None)
-        if cipher is not None and isinstance(peer, tuple) and isinstance(local, tuple):
-            self._leg = cipher.bind_pair((str(peer[0]), int(peer[1])),
-                                         (str(local[0]), int(local[1])))
+        if cipher is not None and ends is not None:
+            self._leg = cipher.bind_pair(*ends)
         self._inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self._inner.eof_received()  # type: ignore[no-any-return]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._leg is not None:
-            if exc is not None:
-                self._leg.reset("c", time.time_ns())
-            else:
-                self._leg.close(time.time_ns())
-        self._inner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
 
 
 def recording_tls_factory(factory: Callable[[], Any], rec: Recorder,
