@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from wirekit.address import Address
 from wirekit.capture.recorder import Recorder
 
-__all__ = ["StreamLeg", "finish", "record_option", "start"]
+__all__ = ["finish", "record_option", "start"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -53,30 +51,3 @@ def finish(rec: Recorder | None, *, quiet: bool = False, as_json: bool = False) 
                    f"could not keep up); the file shows the gaps", err=True)
     if not quiet and not as_json:
         click.echo(rec.summary(), err=True)
-
-
-class StreamLeg:
-    """The recorded leg of a client connection (``wirekit connect``): what the session
-    sent and received, wrapped around its ``on_sent``/``on_data`` callbacks."""
-
-    def __init__(self, rec: Recorder, local: Address, peer: Address) -> None:
-        self.leg = rec.tcp((local.host, local.port), (peer.host, peer.port))
-        self.leg.open(time.time_ns())
-
-    def on_sent(self, inner: Callable[[bytes], None]) -> Callable[[bytes], None]:
-        def sent(data: bytes) -> None:
-            self.leg.data("c", bytes(data), time.time_ns())
-            inner(data)
-        return sent
-
-    def on_data(self, inner: Callable[[bytes], None]) -> Callable[[bytes], None]:
-        def received(data: bytes) -> None:
-            self.leg.data("s", bytes(data), time.time_ns())
-            inner(data)
-        return received
-
-    def end(self, *, reset: bool = False) -> None:
-        if reset:
-            self.leg.reset("s", time.time_ns())
-        else:
-            self.leg.close(time.time_ns())

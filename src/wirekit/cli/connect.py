@@ -13,6 +13,7 @@ import click
 
 from wirekit.address import Address, parse_address
 from wirekit.capture.recorder import Recorder
+from wirekit.capture.stream_tap import StreamLeg
 from wirekit.cli import _record as recording
 from wirekit.cli._record import record_option
 from wirekit.cli.tlsopts import alpn_list, client_options
@@ -122,13 +123,13 @@ async def _run_tcp(config: ConnectConfig, render: _Render,
     conn = await tcp_connect(config.address, timeout=config.timeout, **tls_kwargs)  # type: ignore[arg-type]
     on_data: Callable[[bytes], None] = render.received
     on_sent: Callable[[bytes], None] = render.sent
-    leg: recording.StreamLeg | TlsLegTap | None = None
+    leg: StreamLeg | TlsLegTap | None = None
     if cipher is not None:
         cipher.bind(conn.local, conn.peer)
         leg = cipher
     elif recorder is not None:
-        leg = recording.StreamLeg(recorder, conn.local, conn.peer)
-    if isinstance(leg, recording.StreamLeg):
+        leg = StreamLeg(recorder, conn.local, conn.peer)
+    if isinstance(leg, StreamLeg):
         on_data, on_sent = leg.on_data(on_data), leg.on_sent(on_sent)
     async with conn:
         where = str(config.address)
