@@ -226,37 +226,6 @@ def _cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=timeout)
 
 
-@pytest.fixture
-def echo_port() -> Iterator[int]:
-    """A blocking echo server in a thread (for tests that drive wirekit as a subprocess)."""
-    import threading
-
-    srv = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve_one(conn: socket.socket) -> None:
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-            conn.shutdown(socket.SHUT_WR)
-
-    def accept() -> None:
-        srv.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                continue
-            threading.Thread(target=serve_one, args=(conn,), daemon=True).start()
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
-    yield int(srv.getsockname()[1])
-    stop.set()
-    t.join(2)
-    srv.close()
-
-
 def _through(port: int, payload: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(payload)

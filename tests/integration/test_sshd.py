@@ -8,11 +8,10 @@ import json
 import os
 import signal
 import socket
-import socketserver
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,36 +28,7 @@ from wirekit.ssh.tunnel import tunnel  # noqa: E402
 MiB = 1024 * 1024
 
 
-# -- helpers (kept in this file on purpose: no shared conftest changes) ---------------------
-class _Echo(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        sock = self.request
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            while data := sock.recv(262144):
-                sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-@pytest.fixture
-def echo_port() -> Iterator[int]:
-    server = _Server(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
-
-
+# -- helpers (the echo target is conftest.echo_port) -------------------------------------
 @pytest.fixture
 def keys(tmp_path: Path) -> dict[str, Path]:
     """A client key, its authorized_keys, and a second (unauthorized) key."""

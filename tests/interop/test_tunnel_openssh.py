@@ -14,10 +14,8 @@ import hashlib
 import os
 import signal
 import socket
-import socketserver
 import struct
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,34 +34,7 @@ MiB = 1024 * 1024
 USER = getpass.getuser()
 
 
-# -- helpers (kept in this file: no shared conftest changes) -------------------------------
-class _Echo(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        sock = self.request
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            while data := sock.recv(262144):
-                sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-
-class _Server(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-@pytest.fixture
-def echo_port() -> Iterator[int]:
-    server = _Server(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+# -- helpers ------------------------------------------------------------------------------
 
 
 def _keygen(path: Path) -> None:
