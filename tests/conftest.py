@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TypeVar
@@ -216,3 +217,49 @@ def echo_port() -> Iterator[int]:
     server.shutdown()
     server.server_close()
     thread.join(5)
+
+
+@dataclass(frozen=True)
+class PKI:
+    """Certificates for TLS tests, made once per session (keys never committed)."""
+
+    ca: Path
+    server: tuple[Path, Path]  # localhost + 127.0.0.1, issued by ``ca``
+    wrong_host: tuple[Path, Path]  # other.test only
+    self_signed: tuple[Path, Path]
+    stranger_server: tuple[Path, Path]  # issued by another root
+    stranger_root: Path
+    client: tuple[Path, Path]
+    client_expired: tuple[Path, Path]
+    client_stranger: tuple[Path, Path]
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    import datetime as dt
+
+    from wirekit.tls import certs
+
+    d = tmp_path_factory.mktemp("pki")
+    now, day = dt.datetime.now(dt.UTC), dt.timedelta(days=1)
+    ca = certs.LocalCA.init(d / "ca", common_name="Test Root")
+    stranger = certs.LocalCA.init(d / "stranger", common_name="Stranger Root")
+
+    def pair(issued: certs.Issued) -> tuple[Path, Path]:
+        return issued.cert_path, issued.key_path
+
+    key = certs.generate_key()
+    leaf = certs.new_leaf(["localhost", "127.0.0.1"], key, issuer=None, issuer_key=key)
+    return PKI(
+        ca=ca.cert_path,
+        server=pair(ca.issue(["localhost", "127.0.0.1"], d / "server")),
+        wrong_host=pair(ca.issue(["other.test"], d / "wrong")),
+        self_signed=(certs.write_certificates(d / "self.pem", [leaf]),
+                     certs.write_private_key(d / "self-key.pem", key)),
+        stranger_server=pair(stranger.issue(["localhost"], d / "stranger-server")),
+        stranger_root=stranger.cert_path,
+        client=pair(ca.issue(["alice"], d / "alice", client=True)),
+        client_expired=pair(ca.issue(["bob"], d / "bob", client=True,
+                                     not_before=now - 30 * day, not_after=now - 3 * day)),
+        client_stranger=pair(stranger.issue(["mallory"], d / "mallory", client=True)),
+    )

@@ -6,52 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import socket
 import ssl
 import struct
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
+from conftest import PKI
 from wirekit.net.forward import ConnectionEnded, Forwarder, forward
 from wirekit.net.forward_tls import ListenTLS, TargetTLS
-from wirekit.tls import certs
 
 MIB = os.urandom(1 << 20)
-NOW = dt.datetime.now(dt.UTC)
-DAY = dt.timedelta(days=1)
-
-
-@dataclass(frozen=True)
-class PKI:
-    ca: Path
-    server: tuple[Path, Path]
-    client: tuple[Path, Path]
-    client_expired: tuple[Path, Path]
-    client_stranger: tuple[Path, Path]
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    d = tmp_path_factory.mktemp("pki")
-    ca = certs.LocalCA.init(d / "ca", common_name="Forward Root")
-    stranger = certs.LocalCA.init(d / "stranger", common_name="Stranger Root")
-
-    def pair(issued: certs.Issued) -> tuple[Path, Path]:
-        return issued.cert_path, issued.key_path
-
-    return PKI(
-        ca=ca.cert_path,
-        server=pair(ca.issue(["localhost", "127.0.0.1"], d / "server")),
-        client=pair(ca.issue(["alice"], d / "alice", client=True)),
-        client_expired=pair(ca.issue(["bob"], d / "bob", client=True,
-                                     not_before=NOW - 30 * DAY, not_after=NOW - 3 * DAY)),
-        client_stranger=pair(stranger.issue(["mallory"], d / "mallory", client=True)),
-    )
 
 
 class Target:
@@ -164,7 +131,7 @@ async def test_untrusted_target_resets_client_and_names_the_reason(pki: PKI) -> 
         await until(lambda: any(e.reason == "tls failed" for e in events), "tls failed")
     failed = next(e for e in events if e.target == f"127.0.0.1:{orig.target.port}")
     assert failed.reason == "tls failed" and failed.bytes_down == 0
-    assert "not trusted" in failed.detail and "Forward Root" in failed.detail
+    assert "not trusted" in failed.detail and "Test Root" in failed.detail
     assert echo.received == b""  # nothing reached the service
 
 

@@ -8,68 +8,21 @@ certificates, mutual TLS with good and bad client certificates.  Keys are made h
 
 from __future__ import annotations
 
-import datetime as dt
 import select
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port, need_peer
-from wirekit.tls import certs
+from conftest import PKI, free_port, need_peer
 
 pytestmark = pytest.mark.peer("openssl")
 
-NOW = dt.datetime.now(dt.UTC)
-DAY = dt.timedelta(days=1)
 HTTP_GET = r"GET / HTTP/1.0\r\n\r\n"
-
-
-@dataclass(frozen=True)
-class PKI:
-    ca: Path
-    server: tuple[Path, Path]
-    wrong_host: tuple[Path, Path]
-    self_signed: tuple[Path, Path]
-    stranger_server: tuple[Path, Path]
-    stranger_root: Path
-    client: tuple[Path, Path]
-    client_expired: tuple[Path, Path]
-    client_stranger: tuple[Path, Path]
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    d = tmp_path_factory.mktemp("pki")
-    ca = certs.LocalCA.init(d / "ca", common_name="Interop Root")
-    stranger = certs.LocalCA.init(d / "stranger", common_name="Stranger Root")
-
-    def pair(issued: certs.Issued) -> tuple[Path, Path]:
-        return issued.cert_path, issued.key_path
-
-    key = certs.generate_key()
-    leaf = certs.new_leaf(["localhost", "127.0.0.1"], key, issuer=None, issuer_key=key)
-    return PKI(
-        ca=ca.cert_path,
-        server=pair(ca.issue(["localhost", "127.0.0.1"], d / "server")),
-        wrong_host=pair(ca.issue(["other.test"], d / "wrong")),
-        self_signed=(certs.write_certificates(d / "self.pem", [leaf]),
-                     certs.write_private_key(d / "self-key.pem", key)),
-        stranger_server=pair(stranger.issue(["localhost"], d / "stranger-server")),
-        stranger_root=stranger.cert_path,
-        client=pair(ca.issue(["alice"], d / "alice", client=True)),
-        client_expired=pair(ca.issue(["bob"], d / "bob", client=True,
-                                     not_before=NOW - 30 * DAY, not_after=NOW - 3 * DAY)),
-        client_stranger=pair(stranger.issue(["mallory"], d / "mallory", client=True)),
-    )
-
-
-# -- openssl s_server, with wirekit connect as the client ---------------------------------
 
 
 def _accepts(port: int) -> bool:
