@@ -7,6 +7,12 @@ proxy: bytes read are the peer's (``c``, the client), bytes written are ours (``
 a connection lost with an error the client's RST.  The recorded leg is the accepted
 connection itself (peer address <-> our listening address), as a capture would show it.
 
+A connection wirekit opens itself (``tunnel -R``'s connection to the local target, the
+TCP connection to the SSH server) is recorded the other way round
+(:func:`recording_client_factory`): our socket is the client, bytes read are the server's.
+asyncio's ``abort()`` closes such a socket without ``SO_LINGER``, so the kernel sends a FIN
+(asyncssh ends every connection that way): recorded as our FIN, not an RST.
+
 A TLS listener (``serve tls://``) is recorded as the ciphertext instead
 (:func:`recording_tls_factory`): its context records every connection
 (:func:`wirekit.capture.tls_record.record_context`) and the protocol only opens the leg
@@ -26,21 +32,22 @@ from wirekit.capture.flows import TcpLeg
 if TYPE_CHECKING:
     from wirekit.capture.recorder import Recorder
 
-__all__ = ["recording_factory", "recording_tls_factory"]
+__all__ = ["recording_client_factory", "recording_factory", "recording_tls_factory"]
 
 
 class _TappedTransport:
     """The transport a recorded protocol writes to: every write is also recorded."""
 
-    __slots__ = ("_leg", "_t")
+    __slots__ = ("_leg", "_ours", "_t")
 
-    def __init__(self, transport: Any, leg: TcpLeg) -> None:
+    def __init__(self, transport: Any, leg: TcpLeg, ours: str = "s") -> None:
         self._t = transport
         self._leg = leg
+        self._ours = ours  # "s" on an accepted connection, "c" on one we opened
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if data:
-            self._leg.data("s", bytes(data), time.time_ns())
+            self._leg.data(self._ours, bytes(data), time.time_ns())
         self._t.write(data)
 
     def writelines(self, lines: Any) -> None:
@@ -48,16 +55,19 @@ class _TappedTransport:
             self.write(data)
 
     def write_eof(self) -> None:
-        self._leg.fin("s", time.time_ns())
+        self._leg.fin(self._ours, time.time_ns())
         self._t.write_eof()
 
     def close(self) -> None:
         if not self._t.is_closing():
-            self._leg.fin("s", time.time_ns())
+            self._leg.fin(self._ours, time.time_ns())
         self._t.close()
 
     def abort(self) -> None:
-        self._leg.reset("s", time.time_ns())
+        if self._ours == "c":  # our own socket: no SO_LINGER, the kernel sends a FIN
+            self._leg.fin("c", time.time_ns())
+        else:
+            self._leg.reset("s", time.time_ns())
         self._t.abort()
 
     def __getattr__(self, name: str) -> Any:
@@ -78,6 +88,7 @@ class _Wrapper(asyncio.Protocol):
     (our FINs, or the client's RST when it was lost with an error)."""
 
     __slots__ = ("_inner", "_leg")
+    _theirs = "c"  # the peer's side of the leg: the client of an accepted connection
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
@@ -92,7 +103,7 @@ class _Wrapper(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._leg is not None:
             if exc is not None:
-                self._leg.reset("c", time.time_ns())
+                self._leg.reset(self._theirs, time.time_ns())
             else:
                 self._leg.close(time.time_ns())
         self._inner.connection_lost(exc)
@@ -117,26 +128,49 @@ class _Tapped(_Wrapper):
     def connection_made(self, transport: Any) -> None:
         ends = _endpoints(transport)
         if ends is not None and self._rec.active:
-            self._leg = self._rec.tcp(*ends)
+            peer, local = ends
+            self._leg = (self._rec.tcp(peer, local) if self._theirs == "c"
+                         else self._rec.tcp(local, peer))
             self._leg.open(time.time_ns())
-            transport = _TappedTransport(transport, self._leg)
+            transport = _TappedTransport(transport, self._leg,
+                                         "s" if self._theirs == "c" else "c")
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         if self._leg is not None:
-            self._leg.data("c", data, time.time_ns())
+            self._leg.data(self._theirs, data, time.time_ns())
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         if self._leg is not None:
-            self._leg.fin("c", time.time_ns())
+            self._leg.fin(self._theirs, time.time_ns())
         return self._inner.eof_received()  # type: ignore[no-any-return]
+
+
+class _ClientTapped(_Tapped):
+    """A connection we opened: our socket is the client, the peer the server."""
+
+    __slots__ = ()
+    _theirs = "s"
+
+    @property
+    def inner(self) -> Any:  # what the caller's factory made (asyncssh wants its own back)
+        return self._inner
 
 
 def recording_factory(factory: Callable[[], Any], rec: Recorder) -> Callable[[], Any]:
     """``factory`` whose connections are recorded by ``rec``."""
     def make() -> _Tapped:
         return _Tapped(factory(), rec)
+
+    return make
+
+
+def recording_client_factory(factory: Callable[[], Any], rec: Recorder) -> Callable[[], Any]:
+    """``factory`` for ``loop.create_connection``: the connection we open is recorded by
+    ``rec`` with our socket as the client (``.inner`` of the protocol is ``factory()``'s)."""
+    def make() -> _ClientTapped:
+        return _ClientTapped(factory(), rec)
 
     return make
 
