@@ -3,7 +3,8 @@
 1. Files our writer makes are read by ``tshark -r``: its TCP conversation list, per-stream
    frame and byte counts, and ``follow,tcp,raw`` bytes equal ours.
 2. Captures that ``dumpcap`` itself made of loopback traffic generated here (HTTP, a reset
-   connection, TLS 1.2 and 1.3, a DNS-like UDP exchange) give the same conversations, URIs,
+   connection, TLS 1.2 and 1.3, a ClientHello split over two segments, two TLS records in
+   one segment, a DNS-like UDP exchange) give the same conversations, URIs,
    SNI, offered and chosen cipher suites from ``wirekit inspect`` as from ``tshark -T fields``.
 """
 
@@ -19,6 +20,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -248,7 +250,12 @@ class Servers:
             try:
                 with self.ctx.wrap_socket(raw, server_side=True) as conn:
                     conn.settimeout(10)
-                    conn.recv(100)
+                    data = b""
+                    while not data.endswith(b"ping"):  # one record, or several
+                        chunk = conn.recv(100)
+                        if not chunk:
+                            break
+                        data += chunk
                     conn.sendall(b"pong")
             except (OSError, ssl.SSLError):
                 pass
@@ -290,10 +297,55 @@ def _traffic(http_port: int, tls_port: int, udp_port: int) -> None:
                 ctx.wrap_socket(raw, server_hostname="inspect.test") as s:
             s.sendall(b"ping")
             s.recv(100)
+    _tls_by_hand(tls_port)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
         u.settimeout(10)
         u.sendto(build_query(0x77, "example.test"), ("127.0.0.1", udp_port))
         u.recvfrom(2048)
+
+
+def _tls_by_hand(tls_port: int) -> None:
+    """A TLS 1.3 connection whose ClientHello goes out in two TCP segments and whose
+    two application data records share one segment (what reassembly must get right)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="split.test")
+    with socket.create_connection(("127.0.0.1", tls_port), timeout=10) as raw:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        first = True
+        while True:
+            try:
+                tls.do_handshake()
+                done = True
+            except ssl.SSLWantReadError:
+                done = False
+            out = outgoing.read()
+            if first:  # the ClientHello: 60 bytes, the server's ACK, then the rest
+                first = False
+                raw.sendall(out[:60])
+                time.sleep(0.05)  # not synchronisation: lets the first segment leave alone
+                out = out[60:]
+            if out:
+                raw.sendall(out)
+            if done:
+                break
+            data = raw.recv(65536)
+            assert data, "the server closed during the handshake"
+            incoming.write(data)
+        tls.write(b"pi")
+        tls.write(b"ng")
+        raw.sendall(outgoing.read())  # two records, one send, one segment (TCP_NODELAY)
+        while True:
+            try:
+                if tls.read(100):
+                    break
+            except ssl.SSLWantReadError:
+                data = raw.recv(65536)
+                assert data, "the server closed before answering"
+                incoming.write(data)
 
 
 def _packets_in(path: Path) -> list[Packet]:
@@ -362,6 +414,11 @@ def live_capture(tmp_path: Path):
     return path
 
 
+def _client_port(doc: dict, stream: int) -> int:
+    conv = next(c for c in doc["conversations"] if c["proto"] == "tcp" and c["id"] == stream)
+    return int(conv["client"].rsplit(":", 1)[1])
+
+
 def test_inspect_agrees_with_tshark_on_a_dumpcap_capture(live_capture) -> None:
     path = live_capture
     doc = inspect_json(path)
@@ -393,15 +450,32 @@ def test_inspect_agrees_with_tshark_on_a_dumpcap_capture(live_capture) -> None:
         if "2" in types.split(","):
             chosen[sid] = int(suites.split(",")[-1], 0)
     tls_entries = {t["conversation"]: t for t in doc["tls"]}
-    assert sorted(tls_entries) == sorted(sni_by_stream) and len(tls_entries) == 2
+    assert sorted(tls_entries) == sorted(sni_by_stream) and len(tls_entries) == 3
     from wirekit.dissect.tls_names import cipher_suite_name
     for sid, entry in tls_entries.items():
-        assert entry["client_hello"]["sni"] == sni_by_stream[sid] == "inspect.test"
+        assert entry["client_hello"]["sni"] == sni_by_stream[sid]
         assert entry["client_hello"]["cipher_suites"] == [cipher_suite_name(s)
                                                           for s in offered[sid]]
         assert entry["server_hello"]["cipher_suite"] == cipher_suite_name(chosen[sid])
+    assert sorted(sni_by_stream.values()) == ["inspect.test", "inspect.test", "split.test"]
     versions = sorted(t["server_hello"]["version"] for t in tls_entries.values())
-    assert versions == ["TLS 1.2", "TLS 1.3"]
+    assert versions == ["TLS 1.2", "TLS 1.3", "TLS 1.3"]
+    # the split ClientHello really was split, and two records really shared a segment
+    split = next(sid for sid, sni in sni_by_stream.items() if sni == "split.test")
+    hello_frames = tshark_fields(path, "frame.number", "tcp.len",
+                                 display_filter=f"tcp.stream=={split} && tcp.len>0")
+    assert int(hello_frames[0][1]) == 60 and int(hello_frames[1][1]) > 60
+    types = tshark_fields(path, "tls.record.content_type", "tls.record.opaque_type",
+                          display_filter=f"tcp.stream=={split} && tls"
+                                         f" && tcp.srcport=={_client_port(doc, split)}")
+    # TLS 1.3 hides the real type: an encrypted record shows opaque_type 23
+    per_segment = [[x for x in (plain + "," + opaque).split(",") if x == "23"]
+                   for plain, opaque in types]
+    assert any(len(seg) >= 2 for seg in per_segment), per_segment
+    # wirekit counts the client's application data records as tshark does (encrypted
+    # handshake messages in TLS 1.3 are application_data records too)
+    theirs = sum(seg.count("23") for seg in per_segment)
+    assert tls_entries[split]["records"][0].get("application_data") == theirs
     # the DNS-like UDP exchange
     assert [(d["response"], d["questions"][0]["name"]) for d in doc["dns"]] == [
         (False, "example.test"), (True, "example.test")]
