@@ -25,8 +25,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
+# Every benchmark, one table each (wirekit and the peer tools side by side, as ratios);
+# `make bench BENCH=inspect BENCH_ARGS='--packets 200000'` runs one.  dpkt and scapy are
+# the inspect benchmark's comparison loops: installed here, not in the package's extras.
+BENCH ?= all tls forward_tls ssh inspect record capture
 bench: $(STAMP)
-	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/pip install -q dpkt scapy
+	set -e; for b in $(BENCH); do $(BIN)/python -m bench $$b $(BENCH_ARGS); done
 
 # Coverage-guided fuzzing of every parser (atheris); not part of CI.
 fuzz: $(STAMP)
