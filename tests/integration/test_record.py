@@ -332,10 +332,22 @@ async def test_serve_record_writes_each_served_connection(tmp_path: Path) -> Non
     assert sum(1 for f in flags if f & SYN) == 4 and sum(1 for f in flags if f & FIN) == 4
 
 
-async def test_serve_record_refuses_udp_for_now(tmp_path: Path) -> None:
-    with (Recorder(tmp_path / "x.pcapng") as rec,
-          pytest.raises(wirekit.errors.UsageError, match="not supported yet")):
-        await wirekit.serve("echo", "udp://127.0.0.1:0", record=rec)
+async def test_serve_record_udp_writes_each_datagram(tmp_path: Path) -> None:
+    path = tmp_path / "udp.pcapng"
+    with Recorder(path) as rec:
+        server = await wirekit.serve("echo", "udp://127.0.0.1:0", record=rec)
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            with sock:
+                sock.settimeout(10)
+                sock.connect(("127.0.0.1", server.address.port))
+                sock.send(b"datagram one")
+                assert await asyncio.to_thread(sock.recv, 100) == b"datagram one"
+        finally:
+            await server.aclose()
+    frames = [p.data for p in packets(path)]
+    assert len(frames) == 2  # the datagram and the reply, no handshake
+    assert all(f.endswith(b"datagram one") for f in frames)
 
 
 def test_connect_record_writes_the_session(tmp_path: Path, echo_port: int) -> None:

@@ -18,6 +18,10 @@ A TLS listener (``serve tls://``) is recorded as the ciphertext instead
 (:func:`wirekit.capture.tls_record.record_context`) and the protocol only opens the leg
 once the handshake is done and ends it (FINs, or an RST when the connection was lost with
 an error).
+
+A UDP listener (``serve SERVICE udp://``) is recorded datagram by datagram
+(:func:`recording_datagrams`): each peer's datagrams and the replies sent to it are
+one UDP conversation with the listening address.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from wirekit.capture.flows import TcpLeg
+from wirekit.capture.flows import TcpLeg, UdpLeg
 
 if TYPE_CHECKING:
     from wirekit.capture.recorder import Recorder
 
-__all__ = ["recording_client_factory", "recording_factory", "recording_tls_factory"]
+__all__ = ["recording_client_factory", "recording_datagrams", "recording_factory",
+           "recording_tls_factory"]
 
 
 class _TappedTransport:
@@ -208,3 +213,61 @@ def recording_tls_factory(factory: Callable[[], Any], rec: Recorder,
         return _TlsTapped(factory())
 
     return make
+
+
+class _DatagramTransport:
+    """The transport a recorded datagram protocol sends with: every datagram is recorded."""
+
+    __slots__ = ("_owner", "_t")
+
+    def __init__(self, transport: Any, owner: _DatagramTapped) -> None:
+        self._t = transport
+        self._owner = owner
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        if addr is not None:
+            self._owner.leg(addr).data("s", bytes(data), time.time_ns())
+        self._t.sendto(data, addr)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._t, name)
+
+
+class _DatagramTapped(asyncio.DatagramProtocol):
+    """A UDP listener's protocol, recorded: each peer is its own conversation with the
+    listening address (datagrams each way, no handshake)."""
+
+    __slots__ = ("_inner", "_local", "_rec")
+
+    def __init__(self, inner: Any, rec: Recorder) -> None:
+        self._inner = inner
+        self._rec = rec
+        self._local: tuple[str, int] = ("0.0.0.0", 0)
+
+    def leg(self, addr: Any) -> UdpLeg:
+        from wirekit.capture.relay_tap import listen_host
+
+        peer = (str(addr[0]), int(addr[1]))
+        return self._rec.udp(peer, (listen_host(self._local[0], peer[0]), self._local[1]))
+
+    def connection_made(self, transport: Any) -> None:
+        local = transport.get_extra_info("sockname")
+        if isinstance(local, tuple):
+            self._local = (str(local[0]), int(local[1]))
+        self._inner.connection_made(_DatagramTransport(transport, self))
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.leg(addr).data("c", data, time.time_ns())
+        self._inner.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self._inner.error_received(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inner.connection_lost(exc)
+
+
+def recording_datagrams(protocol: asyncio.DatagramProtocol,
+                        rec: Recorder) -> asyncio.DatagramProtocol:
+    """A UDP listener's ``protocol`` whose datagrams, each way, are recorded by ``rec``."""
+    return _DatagramTapped(protocol, rec)

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from wirekit.capture.recorder import Recorder
     from wirekit.net.forward import ConnectionEnded, ConnInfo
 
-__all__ = ["RecordingTap", "forward_taps", "label"]
+__all__ = ["RecordingTap", "forward_taps", "label", "listen_host"]
 
 _ORDERLY = ("closed", "idle", "shutdown")
 
@@ -47,7 +47,9 @@ def label(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _listen_host(listen: str, client: str) -> str:
+def listen_host(listen: str, client: str) -> str:
+    """The address a client reached on a listener bound to ``listen`` (bound to a wildcard:
+    the client's own address when it is a loopback one, else its family's loopback)."""
     ip = ipaddress.ip_address(listen)
     if not ip.is_unspecified:
         return listen
@@ -71,7 +73,7 @@ class RecordingTap:
         self.tls_client = tls_client  # the client leg is ciphertext, not these bytes
         self.tls_target = tls_target
         client = (info.client.host, info.client.port)
-        server = (_listen_host(info.listen.host, info.client.host), info.listen.port)
+        server = (listen_host(info.listen.host, info.client.host), info.listen.port)
         self._client, self._server = client, server
         self.udp: UdpLeg | None = None
         self.client_leg: TcpLeg | None = None

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from wirekit.address import Address
+from wirekit.capture.flows import TcpLeg, UdpLeg
 from wirekit.capture.recorder import Recorder
 
 __all__ = ["StreamLeg"]
@@ -13,10 +14,24 @@ __all__ = ["StreamLeg"]
 
 class StreamLeg:
     """The recorded leg of a client connection (``wirekit connect``): what the session
-    sent and received, wrapped around its ``on_sent``/``on_data`` callbacks."""
+    sent and received, wrapped around its ``on_sent``/``on_data`` callbacks.
 
-    def __init__(self, rec: Recorder, local: Address, peer: Address) -> None:
-        self.leg = rec.tcp((local.host, local.port), (peer.host, peer.port))
+    ``udp``: a UDP session (each callback is one datagram; nothing to end).  ``plain``:
+    the plaintext of a TLS connection, on the recorder's second interface, between the
+    endpoints :func:`wirekit.capture.tls_record.plain_endpoints` gives."""
+
+    def __init__(self, rec: Recorder, local: Address, peer: Address, *, udp: bool = False,
+                 plain: bool = False) -> None:
+        client, server = (local.host, local.port), (peer.host, peer.port)
+        self.leg: TcpLeg | UdpLeg
+        if udp:
+            self.leg = rec.udp(client, server)
+            return
+        if plain:
+            from wirekit.capture.tls_record import plain_endpoints
+
+            client, server = plain_endpoints(client, server)
+        self.leg = rec.tcp(client, server, plain=plain)
         self.leg.open(time.time_ns())
 
     def on_sent(self, inner: Callable[[bytes], None]) -> Callable[[bytes], None]:
@@ -32,7 +47,10 @@ class StreamLeg:
         return received
 
     def end(self, *, reset: bool = False) -> None:
+        leg = self.leg
+        if not isinstance(leg, TcpLeg):
+            return
         if reset:
-            self.leg.reset("s", time.time_ns())
+            leg.reset("s", time.time_ns())
         else:
-            self.leg.close(time.time_ns())
+            leg.close(time.time_ns())

@@ -180,10 +180,16 @@ def _tls_summary(conn: object, tls: TLSOptions | None) -> str:
     return " (" + ", ".join(p for p in parts if p) + ")"
 
 
-async def _run_udp(config: ConnectConfig, render: _Render) -> None:
+async def _run_udp(config: ConnectConfig, render: _Render,
+                   recorder: Recorder | None = None) -> None:
     from wirekit.net.udp import open_udp
 
     async with await open_udp(config.address, timeout=TCP_TIMEOUT) as client:
+        on_data: Callable[[bytes], None] = render.received
+        on_sent: Callable[[bytes], None] = render.sent
+        if recorder is not None:  # each datagram as the UDP packet that crossed the wire
+            leg = StreamLeg(recorder, client.local, client.remote, udp=True)
+            on_data, on_sent = leg.on_data(on_data), leg.on_sent(on_sent)
         render.start = time.monotonic()
         render.status(f"sending datagrams to {config.address}")
         render.status(f"local address {client.local.hostport}", detail=True)
@@ -195,8 +201,8 @@ async def _run_udp(config: ConnectConfig, render: _Render) -> None:
                 client,
                 sends=config.sends,
                 source=source,
-                on_data=render.received,
-                on_sent=render.sent,
+                on_data=on_data,
+                on_sent=on_sent,
                 on_retry=render.retry,
                 timeout=config.timeout,
                 retries=config.retries,
@@ -341,11 +347,8 @@ def connect(
         tls=tls,
     )
     render = _Render(config)
-    if record and addr.scheme == "udp":
-        raise UsageError("--record of a udp:// connection is not supported yet "
-                         "(tcp:// and tls:// only)")
     recorder = recording.start(record)
     try:
-        run(_run_udp(config, render) if udp else _run_tcp(config, render, recorder))
+        run(_run_udp(config, render, recorder) if udp else _run_tcp(config, render, recorder))
     finally:
         recording.finish(recorder, quiet=quiet or not verbose)

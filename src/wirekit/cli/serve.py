@@ -192,9 +192,6 @@ def serve(service: str, address: str, max_conns: int, idle_timeout: float, grace
         tls={**tls_options, "handshake_timeout": handshake_timeout}
         if addr.scheme == "tls" else None,
     )
-    if record and addr.scheme == "udp":
-        raise UsageError("--record of a udp:// server is not supported yet "
-                         "(tcp:// and tls:// only)")
     raise_nofile_limit()
     recorder = recording.start(record)
     try:

@@ -221,8 +221,10 @@ async def serve(
     ``server.tls.issued_by`` is the CA certificate clients should trust.  ``client_ca``
     asks clients for a certificate issued by those roots (``require_client_cert``: refuse
     clients without one); each refused client is a ``tls failed`` event with the reason.
-    ``record`` (a :class:`wirekit.capture.recorder.Recorder`) writes every TCP connection
-    to a pcapng file (a TLS one as its ciphertext, keys in a Decryption Secrets Block).
+    ``record`` (a :class:`wirekit.capture.recorder.Recorder`, which several listeners may
+    share) writes every TCP connection to a pcapng file (a TLS one as its ciphertext, keys
+    in a Decryption Secrets Block, and its plaintext on a second interface), and every UDP
+    datagram each way.
     """
     limits = limits or Limits()
     if isinstance(address, str):
@@ -235,8 +237,6 @@ async def serve(
                  or max_version is not None or keylog is not None or ca_dir is not None)
     if tls_given and address.scheme != "tls":
         raise UsageError(f"TLS options need a tls:// address, not {address}")
-    if record is not None and address.scheme == "udp":
-        raise UsageError("recording udp:// is not supported yet (tcp:// and tls:// only)")
     service: Service | None = None
     if isinstance(service_or_handler, str):
         service = get_service(service_or_handler)
@@ -263,9 +263,12 @@ async def serve(
             if service.udp is None:
                 raise UsageError(f"the {service.name} service has no UDP variant "
                                  f"(UDP: {', '.join(_udp_services())})")
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _DatagramService(state, service.udp()),  # type: ignore[misc]
-                sock=sock)
+            protocol: asyncio.DatagramProtocol = _DatagramService(state, service.udp())
+            if record is not None:  # each datagram each way, one conversation per peer
+                from wirekit.capture.protocol_tap import recording_datagrams
+
+                protocol = recording_datagrams(protocol, record)
+            transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
             return Server(state, bound, transport=transport)
         if service is not None:
             factory: Callable[[], asyncio.BaseProtocol] = service.tcp_factory(state)

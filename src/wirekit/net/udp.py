@@ -64,6 +64,8 @@ class UDPClient:
         self.peer = peer
         name = transport.get_extra_info("sockname")
         self.local = Address("udp", str(name[0]), int(name[1])) if name else Address("udp")
+        remote = transport.get_extra_info("peername")  # the address the name resolved to
+        self.remote = Address("udp", str(remote[0]), int(remote[1])) if remote else peer
         self.datagrams_sent = 0
         self.datagrams_received = 0
 
