@@ -1,5 +1,10 @@
 """Opening an SSH session: ssh_config, jump hosts, credentials, host keys, and the one place
 where asyncssh's exceptions become wirekit errors with a reason a person can act on.
+
+Recording (``tunnel --record``): the TCP connection to the SSH server (the first jump host
+when there are jumps; later hops travel inside its channels) is opened by
+:class:`_RecordedTCP`, handed to asyncssh as its ``tunnel=`` connector, so the bytes that
+crossed the wire (banners, KEXINIT, key exchange, encrypted packets) go to the recorder.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
@@ -28,6 +33,9 @@ from wirekit.ssh.config import HostConfig, resolve_host
 from wirekit.ssh.hostkeys import DEFAULT_KNOWN_HOSTS, HostKeyPolicy
 from wirekit.ssh.quietlog import install as _install_quiet_logging
 from wirekit.ssh.spec import SSHTarget
+
+if TYPE_CHECKING:
+    from wirekit.capture.recorder import Recorder
 
 _install_quiet_logging()
 
@@ -112,6 +120,24 @@ class _Client(asyncssh.SSHClient):
         return self._prompt() if self._prompt is not None else None
 
 
+class _RecordedTCP:
+    """asyncssh's ``tunnel=`` connector for a plain TCP connection that ``rec`` records
+    (asyncssh awaits ``create_connection(factory, host, port)`` and wants its own protocol
+    back; the tap only queues events, it never blocks the connection)."""
+
+    def __init__(self, rec: Recorder) -> None:
+        self._rec = rec
+
+    async def create_connection(self, protocol_factory: Callable[[], Any], host: str,
+                                port: int) -> tuple[Any, Any]:
+        from wirekit.capture.protocol_tap import recording_client_factory
+
+        loop = asyncio.get_running_loop()
+        transport, tapped = await loop.create_connection(
+            recording_client_factory(protocol_factory, self._rec), host, port)
+        return transport, tapped.inner
+
+
 def _remember(clients: list[_Client], client: _Client) -> _Client:
     clients.append(client)
     return client
@@ -151,7 +177,7 @@ def _methods(options: SSHOptions, keys: list[Any] | tuple[()], prompt: bool) -> 
 
 
 async def _connect_one(host: HostConfig, options: SSHOptions,
-                       tunnel: asyncssh.SSHClientConnection | None,
+                       tunnel: asyncssh.SSHClientConnection | _RecordedTCP | None,
                        accepted: list[str], clients: list[_Client]) -> asyncssh.SSHClientConnection:
     policy = HostKeyPolicy(options.known_hosts_path, options.accept_new)
     keys = _load_keys(options, host)
@@ -205,8 +231,10 @@ async def _connect_one(host: HostConfig, options: SSHOptions,
     return conn
 
 
-async def open_session(target: SSHTarget | str, options: SSHOptions) -> Session:
-    """Connect (through jump hosts if asked) and authenticate; raises wirekit errors only."""
+async def open_session(target: SSHTarget | str, options: SSHOptions, *,
+                       record: Recorder | None = None) -> Session:
+    """Connect (through jump hosts if asked) and authenticate; raises wirekit errors only.
+    ``record``: the TCP connection wirekit opens (to the first hop) is written to it."""
     if isinstance(target, str):
         from wirekit.ssh.spec import parse_target
 
@@ -216,7 +244,9 @@ async def open_session(target: SSHTarget | str, options: SSHOptions) -> Session:
     hops: list[asyncssh.SSHClientConnection] = []
     accepted: list[str] = []
     try:
-        tunnel = None
+        tunnel: asyncssh.SSHClientConnection | _RecordedTCP | None = None
+        if record is not None and record.active:
+            tunnel = _RecordedTCP(record)
         for jump in jumps:
             tunnel = await _connect_one(resolve_host(jump, options.config_file), options,
                                         tunnel, accepted, [])
@@ -261,7 +291,10 @@ def _ack_quickly(conn: asyncssh.SSHClientConnection) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, quickack, 1)
 
     conn.data_received = data_received  # type: ignore[method-assign,assignment]
-    transport.set_protocol(conn)  # type: ignore[union-attr]
+    if transport.get_protocol() is conn:  # type: ignore[union-attr]
+        transport.set_protocol(conn)  # type: ignore[union-attr]
+    # else a recording tap is the transport's protocol: it looks conn.data_received up on
+    # every read, so it already calls the hook (and it must stay in place)
 
 
 def _cipher_preference() -> list[str]:

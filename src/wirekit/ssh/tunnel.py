@@ -106,7 +106,7 @@ class Tunnel:
         record: Recorder | None = None,
     ) -> None:
         self.target = parse_target(target) if isinstance(target, str) else target
-        self._record = record  # -L/-D listeners' connections written to pcapng
+        self._record = record  # every TCP connection the tunnel carries, to pcapng
         self.forwards = [*_forwards("L", local), *_forwards("R", remote),
                          *_forwards("D", dynamic)]
         self.options = options or SSHOptions()
@@ -149,7 +149,7 @@ class Tunnel:
     async def start(self) -> None:
         """Connect, bind and request every forward; raises a wirekit error on failure."""
         try:
-            self._session = await open_session(self.target, self.options)
+            self._session = await open_session(self.target, self.options, record=self._record)
             self.url = self._session.url
             self._report_keys(self._session)
             for index, fwd in enumerate(self.forwards):
@@ -400,10 +400,15 @@ class Tunnel:
         peer = f"{_bracket(orig_host)}:{orig_port} (remote)"
         target = fwd.target
         end = SocketEnd(self._on_closed)
+        make: Callable[[], Any] = lambda: end  # noqa: E731
+        if self._record is not None:
+            from wirekit.capture.protocol_tap import recording_client_factory
+
+            make = recording_client_factory(make, self._record)
         try:
             with connect_errors(fwd.host, fwd.host_port, self.options.connect_timeout):
                 async with asyncio.timeout(self.options.connect_timeout):
-                    await loop.create_connection(lambda: end, fwd.host, fwd.host_port)
+                    await loop.create_connection(make, fwd.host, fwd.host_port)
         except WirekitError as exc:
             self.stats.refused += 1
             self._emit("refused", f"{peer} -> {target}: {exc}", peer=peer, target=target,
@@ -463,7 +468,7 @@ class Tunnel:
             attempt += 1
             self._kick.clear()  # a connection arriving from now on asks for an early retry
             try:
-                return await open_session(self.target, self.options)
+                return await open_session(self.target, self.options, record=self._record)
             except (AuthError, HostKeyError) as exc:
                 self._fail(exc)
                 return None
@@ -530,8 +535,9 @@ async def tunnel(
 
     Keyword arguments not named here are :class:`SSHOptions` fields (``identity_files``,
     ``password``, ``known_hosts``, ``accept_new``, ``jump``, ``keepalive``...).
-    ``record`` (a :class:`wirekit.capture.recorder.Recorder`) writes the connections
-    accepted by the -L/-D listeners to pcapng.
+    ``record`` (a :class:`wirekit.capture.recorder.Recorder`) writes every TCP connection
+    the tunnel carries to pcapng: the clients of the -L/-D listeners, wirekit's connections
+    to the -R targets, and the SSH connection itself (each reconnect a new one).
     """
     if option_fields:
         if options is not None:
