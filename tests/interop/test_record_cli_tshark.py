@@ -4,9 +4,11 @@ plaintext leg of ``tls://`` on the second interface, and handshakes that fail.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +132,171 @@ async def test_tcp_and_udp_listeners_record_into_one_file(tmp_path: Path) -> Non
     streams = tshark("-r", str(path), "-Y", "tcp.len > 0", "-T", "fields", "-e", "tcp.srcport",
                      "-e", "tcp.payload").splitlines()
     assert f"{tcp.address.port}\t{b'over tcp'.hex()}" in streams
+
+
+def plain_leg(path: Path, port: int) -> tuple[bytes, bytes]:
+    """The TCP payload on interface 1 (``wirekit-plain``): (to ``port``, from ``port``)."""
+    rows = tshark("-r", str(path), "-Y", "frame.interface_id == 1 and tcp.len > 0", "-T",
+                  "fields", "-e", "tcp.dstport", "-e", "tcp.payload").splitlines()
+    to = b"".join(bytes.fromhex(p) for d, p in (r.split("\t") for r in rows) if int(d) == port)
+    back = b"".join(bytes.fromhex(p) for d, p in (r.split("\t") for r in rows)
+                    if int(d) != port)
+    return to, back
+
+
+def decrypted_uris(path: Path) -> list[str]:
+    """The HTTP request URIs tshark decrypts on interface 0 (the TLS leg), with the keys
+    in the file's Decryption Secrets Block and no key-log file."""
+    return tshark("-r", str(path), "-Y", "frame.interface_id == 0 and tls and http.request",
+                  "-T", "fields", "-e", "http.request.uri").split()
+
+
+def interfaces(path: Path) -> list[str]:
+    return tshark("-r", str(path), "-T", "fields", "-e", "frame.interface_name").split()
+
+
+def test_connect_tls_record_has_the_plaintext_on_interface_1(
+        tmp_path: Path, wirekit_proc) -> None:  # type: ignore[no-untyped-def]
+    """``connect tls:// --record``: the ciphertext on interface 0 (decrypted by tshark with
+    the embedded keys) and the plaintext that went through on interface 1, a connection
+    of its own that tshark does not mix with the TLS one."""
+    need_peer("tshark")
+    server = wirekit_proc("serve", "http", "tls://127.0.0.1:0", "--ca-dir", str(tmp_path / "ca"))
+    _, _, port = server.listening()
+    path = tmp_path / "connect-tls.pcapng"
+    request = b"GET /plain/leg HTTP/1.0\r\nHost: localhost\r\n\r\n"
+    proc = subprocess.run(
+        [sys.executable, "-m", "wirekit", "connect", f"tls://127.0.0.1:{port}",
+         "--ca", str(tmp_path / "ca" / "ca.pem"), "--record", str(path)],
+        input=request, capture_output=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(b"HTTP/1.0 404")
+    assert plain_leg(path, port) == (request, proc.stdout)
+    assert decrypted_uris(path) == ["/plain/leg"]
+    assert set(interfaces(path)) == {"wirekit", "wirekit-plain"}
+    assert tshark("-r", str(path), "-Y", "tcp.analysis.flags") == ""
+    streams = tshark("-r", str(path), "-T", "fields", "-e", "frame.interface_id", "-e",
+                     "tcp.stream").splitlines()
+    assert sorted(set(streams)) == ["0\t0", "1\t1"]  # two connections, one per interface
+
+
+def test_serve_tls_record_has_the_plaintext_on_interface_1(
+        tmp_path: Path, wirekit_proc) -> None:  # type: ignore[no-untyped-def]
+    """``serve SERVICE tls:// --record``: each accepted connection's ciphertext on
+    interface 0 and what the service read and wrote on interface 1."""
+    need_peer("tshark")
+    path = tmp_path / "serve-tls.pcapng"
+    server = wirekit_proc("serve", "http", "tls://127.0.0.1:0", "--ca-dir",
+                          str(tmp_path / "ca"), "--record", str(path))
+    _, _, port = server.listening()
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca" / "ca.pem"))
+    request = b"GET /served/plain HTTP/1.0\r\nHost: localhost\r\n\r\n"
+    with (socket.create_connection(("127.0.0.1", port), timeout=10) as raw_sock,
+          ctx.wrap_socket(raw_sock, server_hostname="127.0.0.1") as s):
+        s.sendall(request)
+        reply = b""
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            while data := s.recv(65536):
+                reply += data
+    assert reply.startswith(b"HTTP/1.0 404")
+    assert server.stop() == 0
+    assert plain_leg(path, port) == (request, reply)
+    assert decrypted_uris(path) == ["/served/plain"]
+    assert set(interfaces(path)) == {"wirekit", "wirekit-plain"}
+    assert tshark("-r", str(path), "-Y", "tcp.analysis.flags") == ""
+
+
+def tls_events(path: Path) -> list[str]:
+    """Per TLS packet: ``hello`` for a ClientHello, ``alert:N`` for an alert (N its
+    description; decrypted with the file's keys when it is encrypted), in file order; and
+    ``fin`` for each FIN."""
+    out = []
+    rows = tshark("-r", str(path), "-Y", "tls or tcp.flags.fin == 1", "-T", "fields", "-e",
+                  "tls.handshake.type", "-e", "tls.alert_message.desc", "-e",
+                  "tcp.flags.fin").splitlines()
+    for row in rows:
+        hs, alert, fin = [*row.split("\t"), "", "", ""][:3]
+        if "1" in hs.split(","):
+            out.append("hello")
+        if alert:
+            out.append(f"alert:{alert}")
+        if fin in ("1", "True"):
+            out.append("fin")
+    return out
+
+
+def has_secrets(path: Path) -> bool:
+    from wirekit.pcapng import read
+
+    with open(path, "rb") as f:
+        return any(type(b).__name__ == "DecryptionSecrets" for b in read(f))
+
+
+def failed_handshake(tmp_path: Path, wirekit_proc, serve_args: list[str],  # type: ignore[no-untyped-def]
+                     connect_args: list[str]) -> tuple[Path, Path, str, bytes]:
+    """``serve echo tls:// --record`` and ``connect tls:// --record`` whose handshake
+    fails: (the server's file, the client's, the server's stderr, connect's stderr)."""
+    served, client = tmp_path / "served.pcapng", tmp_path / "client.pcapng"
+    server = wirekit_proc("serve", "echo", "tls://127.0.0.1:0", *serve_args,
+                          "--record", str(served))
+    _, _, port = server.listening()
+    proc = subprocess.run(
+        [sys.executable, "-m", "wirekit", "connect", f"tls://127.0.0.1:{port}", "--no-stdin",
+         "--send", "never seen", "--wait", "5", *connect_args, "--record", str(client)],
+        capture_output=True, timeout=30)
+    assert proc.returncode == 1, proc.stderr
+    server.wait_line("TLS handshake failed")
+    assert server.stop() == 0
+    return served, client, server.stderr, proc.stderr
+
+
+def test_refused_certificate_handshake_is_recorded_on_both_sides(
+        tmp_path: Path, pki, wirekit_proc) -> None:  # type: ignore[no-untyped-def]
+    """The client does not trust the server's CA: both recordings hold the ClientHello,
+    the server's flight and the client's alert (unknown CA, which connect now sends, so the
+    server can say why), then the FINs; nothing on the plaintext interface."""
+    need_peer("tshark")
+    cert, key = pki.server
+    served, client, log, err = failed_handshake(
+        tmp_path, wirekit_proc, ["--cert", str(cert), "--key", str(key)],
+        ["--ca", str(pki.stranger_root)])
+    assert b"not trusted" in err
+    assert "unknown ca" in log
+    for path in (served, client):
+        assert tls_events(path) == ["hello", "alert:48", "fin", "fin"], path
+        assert set(interfaces(path)) == {"wirekit"}
+        assert tshark("-r", str(path), "-Y", "tls.handshake.type == 2", "-T", "fields",
+                      "-e", "frame.number").split()  # the ServerHello
+        assert tshark("-r", str(path), "-Y", "tcp.analysis.flags") == ""
+        assert b"never seen" not in path.read_bytes()
+
+
+def test_no_common_version_handshake_is_recorded_without_secrets(
+        tmp_path: Path, wirekit_proc) -> None:  # type: ignore[no-untyped-def]
+    """No TLS version in common: ClientHello, the server's protocol_version alert, FINs;
+    no keys were made, so no Decryption Secrets Block."""
+    need_peer("tshark")
+    served, client, log, _ = failed_handshake(
+        tmp_path, wirekit_proc, ["--ca-dir", str(tmp_path / "ca"), "--min-version", "1.3"],
+        ["--insecure", "--max-version", "1.2"])
+    assert "no TLS version in common" in log
+    for path in (served, client):
+        assert tls_events(path) == ["hello", "alert:70", "fin", "fin"], path
+        assert not has_secrets(path)
+
+
+def test_missing_client_certificate_alert_is_recorded(
+        tmp_path: Path, pki, wirekit_proc) -> None:  # type: ignore[no-untyped-def]
+    """The server requires a client certificate and gets none: its recording holds the
+    ClientHello and its certificate_required alert, decrypted with the embedded keys."""
+    need_peer("tshark")
+    cert, key = pki.server
+    served, client, log, err = failed_handshake(
+        tmp_path, wirekit_proc, ["--cert", str(cert), "--key", str(key), "--client-ca",
+                                 str(pki.ca), "--require-client-cert"],
+        ["--ca", str(pki.ca)])
+    assert "no client certificate" in log
+    assert b"requires a client certificate" in err
+    assert tls_events(served) == ["hello", "alert:116", "fin", "fin"]
+    assert has_secrets(served)
+    assert "alert:116" in tls_events(client)

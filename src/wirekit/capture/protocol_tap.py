@@ -13,11 +13,12 @@ TCP connection to the SSH server) is recorded the other way round
 asyncio's ``abort()`` closes such a socket without ``SO_LINGER``, so the kernel sends a FIN
 (asyncssh ends every connection that way): recorded as our FIN, not an RST.
 
-A TLS listener (``serve tls://``) is recorded as the ciphertext instead
+A TLS listener (``serve tls://``) is recorded as the ciphertext that crossed the wire
 (:func:`recording_tls_factory`): its context records every connection
-(:func:`wirekit.capture.tls_record.record_context`) and the protocol only opens the leg
-once the handshake is done and ends it (FINs, or an RST when the connection was lost with
-an error).
+(:func:`wirekit.capture.tls_record.record_context`) and the protocol binds that leg once
+the handshake is done and ends it (FINs, or an RST when the connection was lost with an
+error).  The plaintext the service reads and writes is recorded as above, as a second leg
+on the recorder's second interface.
 
 A UDP listener (``serve SERVICE udp://``) is recorded datagram by datagram
 (:func:`recording_datagrams`): each peer's datagrams and the replies sent to it are
@@ -88,6 +89,14 @@ def _endpoints(transport: Any) -> tuple[tuple[str, int], tuple[str, int]] | None
     return None
 
 
+def _end(leg: TcpLeg, exc: Exception | None, theirs: str) -> None:
+    """A connection is gone: FINs, or their RST when it was lost with an error."""
+    if exc is not None:
+        leg.reset(theirs, time.time_ns())
+    else:
+        leg.close(time.time_ns())
+
+
 class _Wrapper(asyncio.Protocol):
     """Delegates to the wrapped protocol; ends the recorded leg when the connection goes
     (our FINs, or the client's RST when it was lost with an error)."""
@@ -107,10 +116,7 @@ class _Wrapper(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._leg is not None:
-            if exc is not None:
-                self._leg.reset(self._theirs, time.time_ns())
-            else:
-                self._leg.close(time.time_ns())
+            _end(self._leg, exc, self._theirs)
         self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -134,12 +140,15 @@ class _Tapped(_Wrapper):
         ends = _endpoints(transport)
         if ends is not None and self._rec.active:
             peer, local = ends
-            self._leg = (self._rec.tcp(peer, local) if self._theirs == "c"
-                         else self._rec.tcp(local, peer))
+            self._leg = (self._new_leg(peer, local) if self._theirs == "c"
+                         else self._new_leg(local, peer))
             self._leg.open(time.time_ns())
             transport = _TappedTransport(transport, self._leg,
                                          "s" if self._theirs == "c" else "c")
         self._inner.connection_made(transport)
+
+    def _new_leg(self, client: tuple[str, int], server: tuple[str, int]) -> TcpLeg:
+        return self._rec.tcp(client, server)
 
     def data_received(self, data: bytes) -> None:
         if self._leg is not None:
@@ -180,10 +189,17 @@ def recording_client_factory(factory: Callable[[], Any], rec: Recorder) -> Calla
     return make
 
 
-class _TlsTapped(_Wrapper):
-    """TLS: the context records the ciphertext; this only binds and ends the leg."""
+class _TlsTapped(_Tapped):
+    """TLS: the context records the ciphertext (its leg bound here, once the handshake is
+    done); what the protocol reads and writes is the plaintext leg, on the recorder's
+    second interface (the same connection drawn with
+    :func:`~wirekit.capture.tls_record.plain_endpoints`)."""
 
-    __slots__ = ()
+    __slots__ = ("_cipher",)
+
+    def __init__(self, inner: Any, rec: Recorder) -> None:
+        super().__init__(inner, rec)
+        self._cipher: TcpLeg | None = None
 
     @property
     def wk_preadmitted(self) -> Any:  # the TLS listener's admission, for the inner protocol
@@ -193,12 +209,22 @@ class _TlsTapped(_Wrapper):
     def wk_preadmitted(self, value: Any) -> None:
         self._inner.wk_preadmitted = value
 
+    def _new_leg(self, client: tuple[str, int], server: tuple[str, int]) -> TcpLeg:
+        from wirekit.capture.tls_record import plain_endpoints
+
+        return self._rec.tcp(*plain_endpoints(client, server), plain=True)
+
     def connection_made(self, transport: Any) -> None:
         ends = _endpoints(transport)
         cipher = getattr(transport.get_extra_info("ssl_object"), "_wk_tap", None)
         if cipher is not None and ends is not None:
-            self._leg = cipher.bind_pair(*ends)
-        self._inner.connection_made(transport)
+            self._cipher = cipher.bind_pair(*ends)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._cipher is not None:
+            _end(self._cipher, exc, self._theirs)
+        super().connection_lost(exc)
 
 
 def recording_tls_factory(factory: Callable[[], Any], rec: Recorder,
@@ -210,7 +236,7 @@ def recording_tls_factory(factory: Callable[[], Any], rec: Recorder,
     record_context(context, rec, server_side=True)
 
     def make() -> _TlsTapped:
-        return _TlsTapped(factory())
+        return _TlsTapped(factory(), rec)
 
     return make
 

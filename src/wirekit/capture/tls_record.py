@@ -16,8 +16,19 @@ are recorded *before* the ciphertext pulled for that call, so the Decryption Sec
 lands ahead of the first records it decrypts (a one-pass reader like ``tshark -r``
 decrypts the server's first encrypted flight too).
 
-The TCP addresses are known only once connected, after the handshake: events are held
-until :meth:`TlsLegTap.bind` and then written after the leg's handshake.
+A leg is bound to its TCP connection (addresses, the SYN) before TLS starts wherever
+that is known: a client (``connect tls://``) binds when its TCP connection is made, a
+wirekit TLS listener's connection when its SSLObject is made (the handshake task's
+:data:`wirekit.net.tls_server.ACCEPTED`).  Otherwise (a forward's TLS target) events are
+held until :meth:`TlsLegTap.bind_pair` and written after the leg's TCP handshake.
+
+A failed handshake (the certificate refused, no client certificate, no common version)
+is written all the same, which is what a user records to debug it: the ClientHello,
+whatever the server sent, the alert, then the FINs (:meth:`TlsLegTap.failed`, called by
+the client or by the listener through ``ACCEPTED.on_failure``; asyncio's exception alone
+often says nothing more than "reset").  The alert a listener sends itself (``wk_alert``,
+see :mod:`wirekit.net.tls`) is recorded with what OpenSSL wrote.  A DSB is written only
+if the handshake got as far as making keys (TLS 1.3's handshake secrets).
 
 ``pending()`` also counts the ciphertext waiting in the inner BIO: uvloop keeps calling
 ``read`` only while ``incoming.pending`` or ``pending()`` is non-zero.
@@ -32,7 +43,9 @@ them is the one whose ciphertext they decrypt.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import socket
 import ssl
 import tempfile
 import time
@@ -45,7 +58,30 @@ if TYPE_CHECKING:
     from wirekit.address import Address
     from wirekit.capture.recorder import Recorder
 
-__all__ = ["TlsLegTap", "record_context"]
+__all__ = ["TlsLegTap", "plain_endpoints", "record_context"]
+
+
+def plain_endpoints(client: tuple[str, int],
+                    server: tuple[str, int]) -> tuple[tuple[str, int], tuple[str, int]]:
+    """The endpoints the plaintext leg of a TLS connection is written with, when wirekit
+    itself is the TLS client (``connect tls://``) or server (``serve SERVICE tls://``).
+
+    The plaintext crossed no wire of its own, so it is drawn as the same connection, on
+    the second interface.  tshark and Wireshark tell TCP connections apart by addresses
+    and ports only (not by interface), so the same four would join the two legs into one
+    broken stream: the plaintext leg shows the same hosts in the other IP notation,
+    IPv4 as IPv4-mapped IPv6 (``::ffff:127.0.0.1``) and IPv4-mapped IPv6 as plain IPv4,
+    with the same ports.  An IPv6 address has no other notation: there the client's port
+    is shown with its top bit flipped instead (an ephemeral port never collides with it).
+    """
+    c = ipaddress.ip_address(client[0])
+    s = ipaddress.ip_address(server[0])
+    if c.version == s.version == 4:
+        return ((f"::ffff:{c}", client[1]), (f"::ffff:{s}", server[1]))
+    if (isinstance(c, ipaddress.IPv6Address) and isinstance(s, ipaddress.IPv6Address)
+            and c.ipv4_mapped is not None and s.ipv4_mapped is not None):
+        return ((str(c.ipv4_mapped), client[1]), (str(s.ipv4_mapped), server[1]))
+    return ((client[0], client[1] ^ 0x8000), server)
 
 
 class TlsLegTap:
@@ -62,6 +98,7 @@ class TlsLegTap:
         self._keylog: str | None = None
         self._own_keylog: str | None = None
         self._offset = 0
+        self._alerted = False  # we sent an alert (a failed handshake: we close first)
 
     def context_hook(self, ctx: ssl.SSLContext) -> None:
         if not ctx.keylog_filename:
@@ -114,12 +151,45 @@ class TlsLegTap:
         elif self.leg is not None:
             self.leg.data(kind, data, ns)
 
+    def _failed(self, exc: ssl.SSLError, wrote: bool) -> None:
+        # The alert a TLS listener sends itself once the transport gave up (wk_alert, see
+        # wirekit.net.tls) crosses the wire after what OpenSSL wrote: ours too.
+        alert = getattr(exc, "wk_alert", b"")
+        if alert:
+            self._cipher("c", alert)
+        self._alerted = self._alerted or bool(alert) or wrote  # wrote: OpenSSL's alert
+
     # -- owner --------------------------------------------------------------------------
+    def failed(self, client: tuple[str, int] | None = None,
+               server: tuple[str, int] | None = None) -> None:
+        """The handshake failed: write the leg ``client`` <-> ``server`` with what was held
+        (ClientHello, what the server sent, the alert), then its end.  There are keys (a
+        DSB) only if the handshake got far enough to make some (TLS 1.3's handshake keys).
+        Idempotent."""
+        if self.leg is None and client is not None and server is not None:
+            self.bind_pair((str(client[0]), int(client[1])), (str(server[0]), int(server[1])))
+        leg = self.leg
+        if leg is not None and not leg.done:
+            ns = time.time_ns()
+            ours = "s" if self._server_side else "c"
+            # Who sent the alert closes first; without an alert of ours it was the peer.
+            leg.fin(ours if self._alerted else ("c" if ours == "s" else "s"), ns)
+            leg.close(ns)
+        self.end()
+
+    def bind_socket(self, sock: socket.socket) -> None:
+        """Bind to a client's TCP connection as soon as it is made (before TLS starts)."""
+        local, peer = sock.getsockname(), sock.getpeername()
+        self.bind_pair((str(local[0]), int(local[1])), (str(peer[0]), int(peer[1])))
+
     def bind(self, local: Address, peer: Address) -> None:
         self.bind_pair((local.host, local.port), (peer.host, peer.port))
 
     def bind_pair(self, client: tuple[str, int], server: tuple[str, int]) -> TcpLeg:
-        """Open the leg ``client`` <-> ``server`` and write what was held."""
+        """Open the leg ``client`` <-> ``server`` and write what was held (once: a leg
+        already bound is returned as it is)."""
+        if self.leg is not None:
+            return self.leg
         held, self._held = self._held or [], None
         self.leg = self.rec.tcp(client, server)
         opened = min([ns for _, _, ns in held] or [time.time_ns()])
@@ -129,7 +199,9 @@ class TlsLegTap:
         return self.leg
 
     def end(self, *, reset: bool = False) -> None:
-        if self.leg is not None:
+        """The connection ended (FINs, or our RST).  A leg never bound (the TCP connection
+        was never made) writes nothing."""
+        if self.leg is not None and not self.leg.done:
             ns = time.time_ns()
             self.leg.reset("s", ns) if reset else self.leg.close(ns)
         if self._own_keylog is not None:
@@ -171,10 +243,20 @@ def record_context(ctx: ssl.SSLContext, rec: Recorder, *, server_side: bool = Fa
     """Record every connection ``ctx`` makes as ciphertext plus keys: each ``SSLObject``
     carries its own :class:`TlsLegTap` as ``_wk_tap`` (bind it with ``bind_pair`` once the
     connection is made).  ``server_side``: the context accepts (a listener)."""
+    from wirekit.net.tls_server import ACCEPTED
+
     keys = _SharedKeyLog(ctx)
+
+    def make() -> TlsLegTap:
+        tap = TlsLegTap(rec, keys=keys, server_side=server_side)
+        accepted = ACCEPTED.get() if server_side else None
+        if accepted is not None and accepted.peer is not None and accepted.local is not None:
+            tap.bind_pair(accepted.peer, accepted.local)  # a TLS listener's connection
+            accepted.on_failure.append(tap.failed)
+        return tap
+
     base = ctx.sslobject_class or ssl.SSLObject
-    ctx.sslobject_class = _recording_class(
-        base, lambda: TlsLegTap(rec, keys=keys, server_side=server_side))
+    ctx.sslobject_class = _recording_class(base, make)
 
 
 def _recording_class(base: Any, tap: TlsLegTap | Any) -> Any:
@@ -198,8 +280,14 @@ def _recording_class(base: Any, tap: TlsLegTap | Any) -> Any:
                 inner_in.write(pulled)
             if outer_in.eof and not inner_in.eof:
                 inner_in.write_eof()
+            failed: ssl.SSLError | None = None
             try:
                 return fn(*args)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except ssl.SSLError as exc:
+                failed = exc
+                raise
             finally:
                 tap._keys()
                 if pulled:
@@ -208,6 +296,8 @@ def _recording_class(base: Any, tap: TlsLegTap | Any) -> Any:
                 if pushed:
                     outer_out.write(pushed)
                     tap._cipher("c", pushed)
+                if failed is not None:
+                    tap._failed(failed, bool(pushed))
 
         def do_handshake(self) -> None:
             self._wk_call(super().do_handshake)

@@ -120,17 +120,22 @@ async def _run_tcp(config: ConnectConfig, render: _Render,
 
         cipher = TlsLegTap(recorder)  # the TLS leg: ciphertext and keys, not plaintext
         tls_kwargs["tls_hook"] = cipher.context_hook
-    conn = await tcp_connect(config.address, timeout=config.timeout, **tls_kwargs)  # type: ignore[arg-type]
+        tls_kwargs["on_socket"] = cipher.bind_socket  # from the TCP handshake on
+    try:
+        conn = await tcp_connect(config.address, timeout=config.timeout, **tls_kwargs)  # type: ignore[arg-type]
+    except BaseException:
+        if cipher is not None:  # a failed TLS handshake is written too
+            cipher.failed()
+        raise
     on_data: Callable[[bytes], None] = render.received
     on_sent: Callable[[bytes], None] = render.sent
-    leg: StreamLeg | TlsLegTap | None = None
+    legs: list[StreamLeg | TlsLegTap] = []
     if cipher is not None:
-        cipher.bind(conn.local, conn.peer)
-        leg = cipher
-    elif recorder is not None:
-        leg = StreamLeg(recorder, conn.local, conn.peer)
-    if isinstance(leg, StreamLeg):
+        legs.append(cipher)
+    if recorder is not None:  # the plaintext, on the second interface when it is TLS's
+        leg = StreamLeg(recorder, conn.local, conn.peer, plain=cipher is not None)
         on_data, on_sent = leg.on_data(on_data), leg.on_sent(on_sent)
+        legs.append(leg)
     async with conn:
         where = str(config.address)
         if conn.peer.host != config.address.host:
@@ -152,14 +157,14 @@ async def _run_tcp(config: ConnectConfig, render: _Render,
                 prompt=render.prompt if config.interactive else None,
             )
         except BaseException as exc:
-            if leg is not None:
-                leg.end(reset=isinstance(exc, ConnectionError))
+            for each in legs:
+                each.end(reset=isinstance(exc, ConnectionError))
             raise
         finally:
             if source is not None:
                 await source.aclose()
-        if leg is not None:
-            leg.end()
+        for each in legs:
+            each.end()
     render.status(f"closed ({result.ended}): sent {result.sent} bytes, received "
                   f"{result.received} bytes in {result.duration:.3f}s", detail=True)
 

@@ -65,7 +65,7 @@ from wirekit.net._errors import bind_errors, connect_errors
 from wirekit.net.forward import ConnectionEnded, ConnInfo, Forwarder
 from wirekit.net.relay import Relay
 from wirekit.net.tls import ClientTLS, client_tls, explain_client_failure, explain_server_failure
-from wirekit.net.tls_server import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS, server_tls
+from wirekit.net.tls_server import DEFAULT_HANDSHAKE_TIMEOUT, Accepted, ServerTLS, server_tls
 
 __all__ = ["TLS_FAILED", "ListenTLS", "TLSForwarder", "TargetTLS"]
 
@@ -232,15 +232,18 @@ class TLSForwarder(Forwarder):
         alert_fd = -1
         with contextlib.suppress(OSError):
             alert_fd = os.dup(conn.fileno())
+        accepted = Accepted.enter(conn)
         try:
             await loop.connect_accepted_socket(
                 relay.client_protocol, conn, ssl=tls.context,
                 ssl_handshake_timeout=self._listen_timeout)
         except asyncio.CancelledError:
             conn.close()
+            accepted.failed()
             self._unhandshaken(relay, relay.reason or "shutdown", "")
         except Exception as exc:  # every failed handshake is one event, never a crash
             conn.close()
+            accepted.failed()
             alert = getattr(exc, "wk_alert", b"")
             if alert and alert_fd >= 0:
                 with contextlib.suppress(OSError):

@@ -82,8 +82,9 @@ class _Explaining(ssl.SSLObject):
         except ssl.SSLError as exc:
             exc.wk_chain = _peer_chain(self)  # type: ignore[attr-defined]
             exc.wk_certificate_seen = self._wk_certificate is not None  # type: ignore[attr-defined]
-            if self.server_side and self._wk_outgoing is not None:
-                # The alert OpenSSL queued; the transport drops it, the TLS listener sends it.
+            if self._wk_outgoing is not None:
+                # The alert OpenSSL queued; the transport drops it, so the TLS listener
+                # (or connect(), refusing a server) sends it itself.
                 exc.wk_alert = self._wk_outgoing.read()  # type: ignore[attr-defined]
             raise
         self._wk_certificate = None  # verified: no longer needed (memory per connection)
