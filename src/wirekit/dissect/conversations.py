@@ -36,13 +36,13 @@ _HALF = 1 << 31
 
 def format_address(addr: bytes) -> str:
     if len(addr) == 4:
-        return "%d.%d.%d.%d" % (addr[0], addr[1], addr[2], addr[3])  # noqa: UP031
+        return "%d.%d.%d.%d" % (*addr,)  # noqa: UP031
     return str(ipaddress.IPv6Address(addr))
 
 
 def format_endpoint(addr: bytes, port: int) -> str:
     if len(addr) == 4:
-        return "%d.%d.%d.%d:%d" % (addr[0], addr[1], addr[2], addr[3], port)  # noqa: UP031
+        return "%d.%d.%d.%d:%d" % (*addr, port)  # noqa: UP031
     return f"[{ipaddress.IPv6Address(addr)}]:{port}"
 
 

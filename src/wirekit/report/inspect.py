@@ -89,17 +89,31 @@ def summary_json(summary: Summary) -> dict[str, Any]:
 # the repeated app_detail encodings memoised), HTTP exchanges in batches through the C
 # encoder, the stdlib encoder for everything else.
 
-_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+# No circular-reference bookkeeping: the report is a tree built here (it halves the cost of
+# encoding the HTTP exchanges); the output is the same.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 _DETAIL_MEMO: dict[tuple[tuple[tuple[str, Any], ...], tuple[type, ...]], str] = {}
-_CONV = ('{"id":%d,"proto":%s,"client":%s,"server":%s,'
+_CONV = ('{"id":%d,"proto":%s,"client":"%s","server":"%s",'
          '"packets":{"client_to_server":%d,"server_to_client":%d,"total":%d},'
          '"bytes":{"client_to_server":%d,"server_to_client":%d,"total":%d},'
          '"start":%r,"duration":%r,"opened":%s,"closed":%s,"retransmissions":%d,'
          '"app":%s,"app_detail":%s}')
+# Below 4e15 ns (46 days) ``ns / 1e9`` is already what ``round(ns / 1e9, 9)`` gives: the
+# double's ulp is under 1e-9, so rounding to 9 places recovers the exact ns / 10**9, whose
+# nearest double is the division's (correctly rounded) result.  round() is the slow part.
+_EXACT_NS = 4_000_000_000_000_000
 
 
 def _opt_str(value: str | None) -> str:
     return "null" if value is None else _jstr(value)
+
+
+class _Names(dict[str | None, str]):
+    """JSON text of the few names a conversation has (proto, opened, closed, app)."""
+
+    def __missing__(self, key: str | None) -> str:
+        text = self[key] = _opt_str(key)
+        return text
 
 
 def _detail(detail: dict[str, Any]) -> str:
@@ -118,16 +132,23 @@ def _detail(detail: dict[str, Any]) -> str:
     return text
 
 
-def _conversation_text(first: int | None, conv: Conversation) -> str:
+def _conversation_text(first: int | None, conv: Conversation,
+                       names: _Names | None = None) -> str:
+    # Endpoints are digits, dots, colons and brackets: no JSON escaping needed.
+    if names is None:
+        names = _Names()
     begin = first or conv.first_ns
     p, b = conv.packets, conv.bytes
     detail = conv.app_detail
+    start = conv.first_ns - begin
+    duration = conv.last_ns - conv.first_ns
     return _CONV % (
-        conv.id, _jstr(conv.proto), _jstr(conv.client_text), _jstr(conv.server_text),
+        conv.id, names[conv.proto], conv.client_text, conv.server_text,
         p[0], p[1], p[0] + p[1], b[0], b[1], b[0] + b[1],
-        round((conv.first_ns - begin) / 1e9, 9), round((conv.last_ns - conv.first_ns) / 1e9, 9),
-        _opt_str(conv.opened_state), _opt_str(conv.closed_state), conv.retransmissions,
-        _opt_str(conv.app), _detail(detail) if detail else "{}")
+        start / 1e9 if -_EXACT_NS < start < _EXACT_NS else round(start / 1e9, 9),
+        duration / 1e9 if -_EXACT_NS < duration < _EXACT_NS else round(duration / 1e9, 9),
+        names[conv.opened_state], names[conv.closed_state], conv.retransmissions,
+        names[conv.app], _detail(detail) if detail else "{}")
 
 
 def _list_text(items: list[Any], one: Any) -> Iterator[str]:
@@ -152,7 +173,9 @@ def summary_json_text(summary: Summary) -> Iterator[str]:
                  "offset": getattr(summary.error, "offset", None)}
     first = summary.first_ns
     yield '{"packets":%d,"conversations":[' % summary.packets  # noqa: UP031
-    yield from _list_text(summary.conversations, lambda c: _conversation_text(first, c))
+    names = _Names()
+    yield from _list_text(summary.conversations,
+                          lambda c: _conversation_text(first, c, names))
     yield '],"tls":['
     yield from _list_text(summary.tls, _ENCODE)
     yield '],"http":['
