@@ -4,7 +4,6 @@ plaintext leg of ``tls://`` on the second interface, and handshakes that fail.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import socket
@@ -13,18 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from test_record_tshark import tls_exchange, tshark
+
 import wirekit
-from conftest import need_peer
+from conftest import async_wait_for, need_peer
 from wirekit.capture.recorder import Recorder
 
 UDP_CONV = re.compile(r"^(\S+):(\d+)\s+<->\s+(\S+):(\d+)\s+(\d+)\s+\d+ bytes\s+(\d+)\s")
-
-
-def tshark(*args: str) -> str:
-    proc = subprocess.run([need_peer("tshark"), *args], capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
 
 
 def udp_conversations(path: Path) -> dict[frozenset[tuple[str, int]], int]:
@@ -42,6 +36,18 @@ def udp_payloads(path: Path) -> list[tuple[int, int, bytes]]:
     rows = tshark("-r", str(path), "-Y", "udp", "-T", "fields", "-e", "udp.srcport", "-e",
                   "udp.dstport", "-e", "udp.payload").splitlines()
     return [(int(a), int(b), bytes.fromhex(p)) for a, b, p in (r.split("\t") for r in rows)]
+
+
+def udp_echoes(port: int, datagrams: list[bytes]) -> int:
+    """Send each datagram to ``127.0.0.1:port`` from one socket, check that each comes
+    back as it was; the client's port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(10)
+        s.connect(("127.0.0.1", port))
+        for datagram in datagrams:
+            s.send(datagram)
+            assert s.recv(2048) == datagram
+        return int(s.getsockname()[1])
 
 
 def test_connect_udp_record(tmp_path: Path, wirekit_proc) -> None:  # type: ignore[no-untyped-def]
@@ -77,20 +83,10 @@ def test_serve_udp_record_one_conversation_per_client(tmp_path: Path,
     path = tmp_path / "served-udp.pcapng"
     server = wirekit_proc("serve", "echo", "udp://127.0.0.1:0", "--record", str(path))
     _, _, port = server.listening()
-    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
     sent: dict[int, list[bytes]] = {}
-    try:
-        for n, s in enumerate(clients):
-            s.settimeout(10)
-            s.connect(("127.0.0.1", port))
-            cport = s.getsockname()[1]
-            sent[cport] = [os.urandom(40 + n) for _ in range(n + 2)]
-            for datagram in sent[cport]:
-                s.send(datagram)
-                assert s.recv(2048) == datagram
-    finally:
-        for s in clients:
-            s.close()
+    for n in range(2):  # two clients, one after the other
+        datagrams = [os.urandom(40 + n) for _ in range(n + 2)]
+        sent[udp_echoes(port, datagrams)] = datagrams
     assert server.stop() == 0
     convs = udp_conversations(path)
     assert convs == {frozenset({("127.0.0.1", c), ("127.0.0.1", port)}): 2 * len(d)
@@ -116,13 +112,7 @@ async def test_tcp_and_udp_listeners_record_into_one_file(tmp_path: Path) -> Non
         assert await asyncio.wait_for(r.read(), 10) == b"over tcp"
         w.close()
         await w.wait_closed()
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        with s:
-            s.settimeout(10)
-            s.connect(("127.0.0.1", udp.address.port))
-            s.send(b"over udp")
-            assert await asyncio.to_thread(s.recv, 2048) == b"over udp"
-            uport = s.getsockname()[1]
+        uport = await asyncio.to_thread(udp_echoes, udp.address.port, [b"over udp"])
     finally:
         await tcp.aclose(1)
         await udp.aclose(1)
@@ -189,15 +179,8 @@ def test_serve_tls_record_has_the_plaintext_on_interface_1(
     server = wirekit_proc("serve", "http", "tls://127.0.0.1:0", "--ca-dir",
                           str(tmp_path / "ca"), "--record", str(path))
     _, _, port = server.listening()
-    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca" / "ca.pem"))
     request = b"GET /served/plain HTTP/1.0\r\nHost: localhost\r\n\r\n"
-    with (socket.create_connection(("127.0.0.1", port), timeout=10) as raw_sock,
-          ctx.wrap_socket(raw_sock, server_hostname="127.0.0.1") as s):
-        s.sendall(request)
-        reply = b""
-        with contextlib.suppress(ssl.SSLError, ConnectionError):
-            while data := s.recv(65536):
-                reply += data
+    reply = tls_exchange(port, tmp_path / "ca" / "ca.pem", request)
     assert reply.startswith(b"HTTP/1.0 404")
     assert server.stop() == 0
     assert plain_leg(path, port) == (request, reply)
@@ -300,3 +283,37 @@ def test_missing_client_certificate_alert_is_recorded(
     assert tls_events(served) == ["hello", "alert:116", "fin", "fin"]
     assert has_secrets(served)
     assert "alert:116" in tls_events(client)
+
+
+async def test_forward_tls_listener_failed_handshake_is_recorded(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    """``forward tls://LISTEN TARGET --record``: a client that refuses the listener's
+    certificate (a blocking OpenSSL client, which sends its alert) is written: ClientHello,
+    the listener's flight, the alert, FINs, and no target leg."""
+    need_peer("tshark")
+    from wirekit.net.forward_tls import ListenTLS
+
+    cert, key = pki.server
+    path = tmp_path / "refused.pcapng"
+    rec = Recorder(path)
+    events: list[object] = []
+    fwd = await wirekit.forward("tls://127.0.0.1:0", "127.0.0.1:9", record=rec,
+                                listen_tls=ListenTLS(cert=cert, key=key),
+                                on_event=events.append)
+    ctx = ssl.create_default_context(cafile=str(pki.stranger_root))
+
+    def refuse() -> str:
+        with socket.create_connection(("127.0.0.1", fwd.address.port), timeout=10) as s:
+            try:
+                ctx.wrap_socket(s, server_hostname="localhost")
+            except ssl.SSLCertVerificationError as exc:
+                return str(exc.verify_message)
+        return "accepted"
+
+    try:
+        assert "unable to get local issuer certificate" in await asyncio.to_thread(refuse)
+        await async_wait_for(lambda: events, 10, "the forwarder's event for the refusal")
+    finally:
+        await fwd.aclose(0)
+    rec.close()
+    assert tls_events(path) == ["hello", "alert:48", "fin", "fin"]
+    assert len(tshark("-r", str(path), "-q", "-z", "conv,tcp").split("<->")) == 2  # one leg

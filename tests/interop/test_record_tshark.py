@@ -306,6 +306,19 @@ async def _until_closed(fwd: object) -> None:
         await asyncio.sleep(0.01)
 
 
+def tls_exchange(port: int, cafile: Path, request: bytes) -> bytes:
+    """Send ``request`` over TLS to ``127.0.0.1:port`` and read until the server closes."""
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    reply = b""
+    with (socket.create_connection(("127.0.0.1", port), timeout=10) as raw_sock,
+          ctx.wrap_socket(raw_sock, server_hostname="127.0.0.1") as s):
+        s.sendall(request)
+        with contextlib.suppress(ssl.SSLError, ConnectionError):
+            while data := s.recv(65536):
+                reply += data
+    return reply
+
+
 def test_serve_tls_record_is_ciphertext_that_tshark_decrypts(tmp_path: Path,
                                                              wirekit_proc) -> None:  # type: ignore[no-untyped-def]
     """``serve SERVICE tls:// --record``: the accepted connections as TLS ciphertext, keys
@@ -315,14 +328,8 @@ def test_serve_tls_record_is_ciphertext_that_tshark_decrypts(tmp_path: Path,
     server = wirekit_proc("serve", "http", "tls://127.0.0.1:0", "--ca-dir",
                           str(tmp_path / "ca"), "--record", str(path))
     _, _, port = server.listening()
-    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca" / "ca.pem"))
-    with (socket.create_connection(("127.0.0.1", port), timeout=10) as raw_sock,
-          ctx.wrap_socket(raw_sock, server_hostname="127.0.0.1") as s):
-        s.sendall(b"GET /served/uri HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        reply = b""
-        with contextlib.suppress(ssl.SSLError, ConnectionError):
-            while data := s.recv(65536):
-                reply += data
+    reply = tls_exchange(port, tmp_path / "ca" / "ca.pem",
+                         b"GET /served/uri HTTP/1.0\r\nHost: localhost\r\n\r\n")
     assert reply.startswith(b"HTTP/1.0 404")
     assert server.stop() == 0
     raw = path.read_bytes()
