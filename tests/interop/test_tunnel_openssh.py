@@ -28,7 +28,7 @@ asyncssh = need_module("asyncssh")
 
 from wirekit.errors import ForwardRefused  # noqa: E402
 from wirekit.ssh.connect import SSHOptions  # noqa: E402
-from wirekit.ssh.tunnel import tunnel  # noqa: E402
+from wirekit.ssh.tunnel import TunnelEvent, tunnel  # noqa: E402
 
 MiB = 1024 * 1024
 USER = getpass.getuser()
@@ -390,3 +390,87 @@ def test_reconnect_after_sshd_is_killed(servers: Callable[..., OpenSSHServer], t
     server.start()
     wait_for(lambda: can_connect(port), timeout=5, what="the same local port to work again")
     p.wait_line(r"^reconnected to ssh://")
+
+
+# -- --record: the SSH connection and the -R target legs, read by tshark ----------------------
+async def _ask(port: int, payload: bytes) -> bytes:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(payload)
+    got = await asyncio.wait_for(r.readexactly(len(payload)), 10)
+    w.close()
+    await w.wait_closed()
+    return got
+
+
+async def test_record_remote_forward_and_a_reconnect(servers: Callable[..., OpenSSHServer],
+                                                     tmp_path: Path, client_key: Path,
+                                                     echo_port: int) -> None:
+    from test_record_tshark import conversations, tshark
+
+    from conftest import async_wait_for
+    from wirekit.capture.recorder import Recorder
+
+    server = servers()
+    path = tmp_path / "tunnel.pcapng"
+    events: list[TunnelEvent] = []
+    with Recorder(path) as rec:
+        async with tunnel(f"{USER}@127.0.0.1:{server.port}", remote=[f"0:127.0.0.1:{echo_port}"],
+                          options=options(tmp_path, client_key), record=rec,
+                          on_event=events.append) as t:
+            assert await _ask(t.remote_ports[0], b"first session\n") == b"first session\n"
+            server.kill()
+            await async_wait_for(lambda: not t.is_up, 10, "the tunnel to notice")
+            await asyncio.to_thread(server.start)
+            await async_wait_for(lambda: any(e.message.startswith("reconnected")
+                                             for e in events), 15, "the reconnect")
+            assert await _ask(t.remote_ports[0], b"second session\n") == b"second session\n"
+    assert rec.error is None and rec.dropped == 0
+
+    # Each SSH connection (one per reconnect) and each -R target connection is its own
+    # conversation, wirekit's socket the client.
+    convs = conversations(path)
+    ssh_legs = [c for c in convs if ("127.0.0.1", server.port) in c]
+    target_legs = [c for c in convs if ("127.0.0.1", echo_port) in c]
+    assert len(ssh_legs) == 2 and len(target_legs) == 2 and len(convs) == 4, convs
+    text = tshark("-r", str(path), "-d", f"tcp.port=={server.port},ssh", "-Y", "ssh.protocol",
+                  "-T", "fields", "-e", "tcp.srcport", "-e", "ssh.protocol")
+    banners = [line.split("\t") for line in text.splitlines() if line.strip()]
+    theirs = [b for p, b in banners if int(p) == server.port]
+    ours = [b for p, b in banners if int(p) != server.port]
+    assert len(theirs) == 2 and all(b.startswith("SSH-2.0-OpenSSH") for b in theirs), text
+    assert len(ours) == 2 and all(b.startswith("SSH-2.0-AsyncSSH") for b in ours), text
+    text = tshark("-r", str(path), "-d", f"tcp.port=={server.port},ssh", "-Y",
+                  "ssh.message_code == 20", "-T", "fields", "-e", "tcp.srcport")
+    assert len(text.split()) == 4, text  # a KEXINIT each way, twice
+    assert tshark("-r", str(path), "-Y", "tcp.analysis.flags") == ""
+    # Both SSH connections ended; the first (stream 0) by the killed server, whose kernel
+    # closed the socket: its FIN (or RST) comes first.
+    ended = tshark("-r", str(path), "-Y", f"tcp.port == {server.port} and "
+                   "(tcp.flags.fin == 1 or tcp.flags.reset == 1)", "-T", "fields",
+                   "-e", "tcp.stream", "-e", "tcp.srcport")
+    rows = [line.split("\t") for line in ended.splitlines() if line.strip()]
+    assert len({stream for stream, _ in rows}) == 2, ended
+    assert rows[0] == ["0", str(server.port)], ended
+
+
+async def test_record_through_a_jump_host(servers: Callable[..., OpenSSHServer],
+                                          tmp_path: Path, client_key: Path,
+                                          echo_port: int) -> None:
+    """Only the TCP connection wirekit opens is recorded: the one to the jump host (the
+    target's SSH connection travels inside it, encrypted)."""
+    from test_record_tshark import conversations
+
+    from wirekit.capture.recorder import Recorder
+    from wirekit.ssh.spec import parse_target
+
+    jump = servers("jump")
+    target = servers("target")
+    opts = options(tmp_path, client_key, jump=(parse_target(f"{USER}@127.0.0.1:{jump.port}"),))
+    path = tmp_path / "jump.pcapng"
+    with Recorder(path) as rec:
+        async with tunnel(f"{USER}@127.0.0.1:{target.port}", local=[f"0:127.0.0.1:{echo_port}"],
+                          options=opts, record=rec) as t:
+            lport = t.local_ports[0]
+            assert await _ask(lport, b"via the jump\n") == b"via the jump\n"
+    ports = {p for conv in conversations(path) for _, p in conv}
+    assert jump.port in ports and lport in ports and target.port not in ports, ports
