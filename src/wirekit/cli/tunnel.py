@@ -29,7 +29,8 @@ Examples:
   wirekit tunnel -J jump1,alice@jump2 target -L 8000:127.0.0.1:80
   wirekit tunnel lab -p 2222 -i ~/.ssh/lab_ed25519 --accept-new -L 9000:127.0.0.1:12345
   PW=secret wirekit tunnel bob@host --password-env PW -L 8080:web:80
-  wirekit tunnel gw -L 8080:web:80 --record tunnel.pcapng   # the local leg, for Wireshark
+  wirekit tunnel gw -L 8080:web:80 -R 9000:127.0.0.1:3000 --record tunnel.pcapng
+  tshark -r tunnel.pcapng -d tcp.port==2222,ssh -Y ssh   # SSH on a port other than 22
 """
 
 
@@ -85,6 +86,12 @@ def tunnel(target: str, local: tuple[str, ...], remote: tuple[str, ...],
     connection drops, wirekit reconnects with backoff (up to 30 s) and the forwards come
     back on the same local ports; authentication and host-key failures exit 1 at once.
     Ctrl-C or SIGTERM stops within 2 seconds.
+
+    --record writes every TCP connection the tunnel carries: the clients of the -L/-D
+    listeners, wirekit's connections to the -R targets, and the SSH connection itself as
+    it crossed the wire (version banners, KEXINIT with the offered algorithms, the key
+    exchange, then encrypted packets), a new one per reconnect; through -J only the
+    connection to the first jump host (the rest travels inside it).
     """
     wirekit_ssh.require("wirekit tunnel")
     from wirekit.ssh.connect import SSHOptions
