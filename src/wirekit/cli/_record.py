@@ -20,8 +20,11 @@ def record_option(func: F) -> F:
     return click.option(
         "--record", "record", type=click.Path(dir_okay=False, writable=True),
         metavar="FILE.pcapng",
-        help="Write every connection to a pcapng file (Wireshark/tshark open it): "
-             "handshakes, data, FIN/RST, real addresses and timestamps.")(func)
+        help="Write every connection to a pcapng file (Wireshark/tshark open it): TCP "
+             "handshakes, data, FIN/RST and UDP datagrams with real addresses and "
+             "timestamps; where wirekit speaks TLS, the ciphertext with its keys embedded "
+             "(tshark decrypts it), the plaintext on a second interface (wirekit-plain), "
+             "and failed handshakes too.")(func)
 
 
 def _error(message: str) -> None:

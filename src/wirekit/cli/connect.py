@@ -242,7 +242,9 @@ Examples:
   wirekit connect udp://:9999 --send ping --retries 5
   wirekit connect :12345                          # interactive when stdin is a terminal
   wirekit connect :8080 --record c.pcapng --send 'GET / HTTP/1.0\\r\\n\\r\\n'  # for Wireshark
-  wirekit connect tls://example.org:443 --send 'HEAD / HTTP/1.0\r\nHost: example.org\r\n\r\n'
+  wirekit connect udp://:9999 --send ping --record udp.pcapng   # each datagram, each way
+  wirekit connect tls://:8443 --ca ca.pem --record tls.pcapng   # ciphertext+keys, plaintext
+  wirekit connect tls://example.org:443 --send 'HEAD / HTTP/1.0\\r\\nHost: example.org\\r\\n\\r\\n'
   wirekit connect tls://localhost:8443 --ca ~/.local/share/wirekit/ca/ca.pem
   wirekit connect tls://10.0.0.5:993 --sni mail.internal --max-version 1.2
   wirekit connect tls://:8443 --cert me.pem --key me-key.pem   # mutual TLS

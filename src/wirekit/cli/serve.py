@@ -175,6 +175,8 @@ def serve(service: str, address: str, max_conns: int, idle_timeout: float, grace
       wirekit serve http tls://:8443 --cert site.pem --key site-key.pem
       wirekit serve echo tls://:8443 --client-ca ca.pem --require-client-cert   # mutual TLS
       wirekit serve http :8080 --record http.pcapng   # every connection, for Wireshark
+      wirekit serve echo udp://:9999 --record udp.pcapng   # every datagram, each way
+      wirekit serve http tls://:8443 --record tls.pcapng   # tshark decrypts it, no key log
     """
     addr = parse_address(address, default_port=DEFAULT_PORT, schemes=("tcp", "udp", "tls"))
     protocols = alpn_list(alpn)
