@@ -112,3 +112,29 @@ async def test_tunnel_record_remote_leg_and_ssh_leg(tmp_path: Path, wirekit_proc
     ended = tshark("-r", str(path), "-Y", "tcp.flags.fin == 1 or tcp.flags.reset == 1",
                    "-T", "fields", "-e", "tcp.stream")
     assert set(ended.split()) == {"0", "1", "2"}, ended
+
+
+async def test_cli_tunnel_record_remote_and_ssh_legs(tmp_path: Path, wirekit_proc: Any,
+                                                     echo_port: int) -> None:
+    ssh_port, _ = start_sshd(tmp_path, wirekit_proc)
+    path = tmp_path / "cli.pcapng"
+    p = wirekit_proc("tunnel", f"root@127.0.0.1:{ssh_port}", "-i", str(tmp_path / "id"),
+                     "--no-agent", "--known-hosts", str(tmp_path / "known_hosts"),
+                     "--accept-new", "-R", f"0:127.0.0.1:{echo_port}", "--record", str(path))
+    rport = int(p.wait_line(r"forwarding remote \S+:(\d+) ->").group(1))
+    payload = b"echo through -R\n" * 100
+    r, w = await asyncio.open_connection("127.0.0.1", rport)
+    w.write(payload)
+    assert await asyncio.wait_for(r.readexactly(len(payload)), 10) == payload
+    w.close()
+    await w.wait_closed()
+    assert p.stop() == 0, p.stderr
+    convs = conversations(path)
+    ports = {port for conv in convs for _, port in conv}
+    assert len(convs) == 2 and {ssh_port, echo_port} <= ports, convs
+    ssh_leg = next(conv for conv in convs if ("127.0.0.1", ssh_port) in conv)
+    target = [s for s in follow(path, 2) if s[0] not in ssh_leg]
+    assert [(sent, back) for _, sent, back in target] == [(payload, payload)], target
+    text = tshark("-r", str(path), "-d", f"tcp.port=={ssh_port},ssh", "-Y",
+                  "ssh.message_code == 20", "-T", "fields", "-e", "ssh.kex_algorithms")
+    assert len(text.split()) == 2, text
