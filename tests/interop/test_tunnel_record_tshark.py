@@ -76,6 +76,9 @@ async def test_tunnel_record_remote_leg_and_ssh_leg(tmp_path: Path, wirekit_proc
     # Node 0 (the SYN's sender) is wirekit's own socket, node 1 the target.
     assert client[1] != upper_port and sent == remote_payload
     assert received == remote_payload.upper()
+    # The -L leg: the test's client (node 0) <-> wirekit's listener, the echo both ways.
+    (client, sent, received), = [s for s in streams if s[0] in by_port[lport]]
+    assert client[1] != lport and sent == received == local_payload
 
     # The SSH leg is dissected as SSH: both banners, both KEXINITs with the algorithms.
     decode = ["-d", f"tcp.port=={ssh_port},ssh"]
