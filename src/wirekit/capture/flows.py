@@ -30,7 +30,7 @@ import ipaddress
 import struct
 from collections.abc import Callable
 
-__all__ = ["Event", "TcpLeg", "UdpLeg", "frames", "mss_for"]
+__all__ = ["Event", "TcpLeg", "UdpLeg", "frames", "mss_for", "segments"]
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 _ETH_IPV4 = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"
@@ -158,12 +158,12 @@ class UdpLeg:
 # -- the writer thread's half: events to frames ---------------------------------------------
 
 def _fold(data: bytes | memoryview) -> int:
-    """The one's-complement sum of ``data`` as 16-bit words, modulo 0xFFFF (2**16 = 1 mod
-    0xFFFF, so the big integer's remainder is the folded sum) — one C call, not a loop."""
-    n = int.from_bytes(data, "big")
-    if len(data) & 1:
-        n <<= 8
-    return n % 0xFFFF
+    """The one's-complement sum of ``data`` as big-endian 16-bit words, modulo 0xFFFF, in
+    two C calls: the bytes read as one little-endian integer (no byte reversal, and an odd
+    last byte needs no padding) is the sum of the *byte-swapped* words modulo 0xFFFF
+    (2**16 = 1 mod 0xFFFF); swapping the two bytes of that sum back is a multiplication by
+    256 modulo 0xFFFF (RFC 1071: the sum does not depend on byte order)."""
+    return int.from_bytes(data, "little") % 0xFFFF * 256 % 0xFFFF
 
 
 def _csum(total: int) -> int:
@@ -184,16 +184,18 @@ def _pseudo(src: bytes, dst: bytes, proto: int, length: int) -> int:
     return _fold(src + dst + struct.pack("!IxxxB", length, proto))
 
 
-def _tcp(src: tuple[bytes, int], dst: tuple[bytes, int], seq: int, ack: int, flags: int,
-         payload: bytes | memoryview, ident: int, options: bytes = b"",
-         payload_sum: int = 0) -> bytes:
+def _tcp_head(src: tuple[bytes, int], dst: tuple[bytes, int], seq: int, ack: int,
+              flags: int, size: int, ident: int, options: bytes = b"",
+              payload_sum: int = 0) -> bytes:
+    """Ethernet, IP and TCP headers of a segment carrying ``size`` payload bytes whose
+    :func:`_fold` is ``payload_sum``."""
     hlen = 20 + len(options)
-    length = hlen + len(payload)
+    length = hlen + size
     head = _TCP.pack(src[1], dst[1], seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, (hlen // 4) << 4,
                      flags, _WINDOW, 0, 0) + options
     total = _pseudo(src[0], dst[0], 6, length) + _fold(head) + payload_sum
-    head = head[:16] + _csum(total).to_bytes(2, "big") + head[18:]
-    return b"".join((_ip(src[0], dst[0], 6, length, ident), head, payload))
+    return b"".join((_ip(src[0], dst[0], 6, length, ident), head[:16],
+                     _csum(total).to_bytes(2, "big"), head[18:]))
 
 
 def _udp(src: tuple[bytes, int], dst: tuple[bytes, int], payload: bytes, ident: int) -> bytes:
@@ -216,30 +218,38 @@ def _payload_sums(payload: bytes, mss: int, last: list[object]) -> list[int]:
     return sums
 
 
-def frames(event: Event, ident: int, cache: list[object] | None = None) -> list[bytes]:
-    """The Ethernet frames for one event (``ident`` numbers the IPv4 packets; ``cache``, a
-    ``[None, 0, []]`` list kept by the caller, saves checksum work across legs)."""
+def segments(event: Event, ident: int, cache: list[object] | None = None,
+             ) -> list[tuple[bytes, bytes | memoryview]]:
+    """The frames of one event as ``(headers, payload)`` pairs, the payload a slice of the
+    event's (no copy: a writer can hand both to ``writev``).  ``ident`` numbers the IPv4
+    packets; ``cache``, a ``[None, 0, []]`` list kept by the caller, saves checksum work
+    across legs."""
     proto, src, dst, seq, ack, flags, payload, _ts, ack_after = event
     if proto == 17:
-        return [_udp(src, dst, payload, ident)]
+        return [(_udp(src, dst, payload, ident), b"")]
     mss = 65495 if src[0][:1] == b"\x7f" else (
         65475 if src[0] == b"\0" * 15 + b"\1" else (1460 if len(src[0]) == 4 else 1440))
-    out: list[bytes] = []
+    out: list[tuple[bytes, bytes | memoryview]] = []
     if flags & SYN:
         opts = struct.pack("!BBHBBBB", 2, 4, mss, 1, 3, 3, _WSCALE)
-        out.append(_tcp(src, dst, seq, ack, flags, b"", ident, opts))
+        out.append((_tcp_head(src, dst, seq, ack, flags, 0, ident, opts), b""))
         advance = 1
     elif payload:
         view = memoryview(payload)
         sums = _payload_sums(payload, mss, cache if cache is not None else [None, 0, []])
         for n, i in enumerate(range(0, len(payload), mss)):
             piece = view[i : i + mss]
-            out.append(_tcp(src, dst, seq + i, ack, flags, piece, ident + len(out),
-                            payload_sum=sums[n]))
+            out.append((_tcp_head(src, dst, seq + i, ack, flags, len(piece), ident + len(out),
+                                  payload_sum=sums[n]), piece))
         advance = len(payload)
     else:
-        out.append(_tcp(src, dst, seq, ack, flags, b"", ident))
+        out.append((_tcp_head(src, dst, seq, ack, flags, 0, ident), b""))
         advance = 1 if flags & FIN else 0
     if ack_after:
-        out.append(_tcp(dst, src, ack, seq + advance, ACK, b"", ident + len(out)))
+        out.append((_tcp_head(dst, src, ack, seq + advance, ACK, 0, ident + len(out)), b""))
     return out
+
+
+def frames(event: Event, ident: int, cache: list[object] | None = None) -> list[bytes]:
+    """The Ethernet frames for one event (see :func:`segments`)."""
+    return [head + piece if piece else head for head, piece in segments(event, ident, cache)]

@@ -4,38 +4,66 @@ Theory of operation
 -------------------
 ::
 
-    event loop (taps)                          writer thread
-    ---------------------------------------    -----------------------------------------
-    TcpLeg/UdpLeg: seq/ack bookkeeping  --->   bounded queue  --->  flows.frames()
-    offer(event): put_nowait, or count         (batches)            PcapngWriter.write_packets
-    the event's packets as dropped                                   (one write + flush a batch)
+    relay process (event loop, taps)              writer process (capture/record_writer.py)
+    ------------------------------------------    ------------------------------------------
+    TcpLeg/UdpLeg: seq/ack bookkeeping   --->     shared-memory ring  --->  flows.segments()
+    offer(event): copy it into the ring, or       (records)                 os.writev: whole
+    count the event's packets as dropped                                    blocks, flushed
 
-The loop side never blocks: when the queue is full (or holds more than ``max_bytes`` of
-payload), the event is dropped and its packets counted in :attr:`dropped`; sequence
-numbers still advance, so the file shows the gap the way a capture tool shows lost
-packets.  Every batch is written whole and flushed, so a killed process leaves a file that
-reads up to its last complete block.  A write error (disk full, EIO) stops the recording:
-one line through ``on_error``, later events are ignored, and the relay carries on.
+Frames are built and written in a separate process, not a thread: computing checksums over
+every payload byte would otherwise hold the interpreter lock the event loop needs, and the
+relay would run at the writer's pace.  The relay's side is one ``struct.pack_into`` and one
+copy of the payload per event (the second leg of a forward carries the same bytes object
+as the first: it is not copied again).  See :mod:`wirekit.capture.record_writer` for the
+ring's layout and the writer's lifetime.
+
+The loop side never blocks: when the ring is full (more than ``queue_size`` events or
+``max_bytes`` of payload waiting), the event is dropped and its packets counted in
+:attr:`dropped`; sequence numbers still advance, so the file shows the gap the way a
+capture tool shows lost packets.  Every batch is written whole (``writev`` on the file,
+no buffering), so a killed process leaves a file that reads up to its last complete block;
+if the relay process is killed, the writer still drains what was queued, then exits (its
+wake pipe reads end-of-file).  A write error (disk full, EIO) stops the recording: one line
+through ``on_error`` (from a small thread that waits on the writer's status pipe), later
+events are ignored, and the relay carries on.
 
 Interfaces: everything is on interface 0, named ``wirekit``, as Ethernet frames: both legs
 of a forward (client <-> wirekit's listener, and wirekit's outgoing socket <-> the target),
 exactly the two connections ``tshark -i lo`` would list for a forward on loopback.  Where
 wirekit terminates or originates TLS, the TLS leg (ciphertext) stays on interface 0 and the
 plaintext leg goes to interface 1, ``wirekit-plain``, added the first time it is needed
-(legs made with ``tcp(..., plain=True)``; their events are queued as ``(1, event)``).
+(legs made with ``tcp(..., plain=True)``).  TLS keys (:meth:`Recorder.secrets`) go in the
+ring like events and become a Decryption Secrets Block ahead of the packets they decrypt.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import errno
+import mmap
 import os
+import struct
+import subprocess
+import sys
+import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from typing import IO, Any
 
-from wirekit.capture.flows import Event, TcpLeg, UdpLeg, frames
+import wirekit
+from wirekit.capture.flows import Event, TcpLeg, UdpLeg
+from wirekit.capture.record_writer import (
+    CONTROL,
+    COUNTERS,
+    EVENT,
+    POSITION,
+    RECORD,
+    SAME,
+    SECRETS,
+    SLEEPING,
+    WRAP,
+)
 from wirekit.errors import UsageError
 from wirekit.pcapng.blocks import LINKTYPE_ETHERNET
 from wirekit.pcapng.writer import PcapngWriter
@@ -44,16 +72,60 @@ __all__ = ["DEFAULT_QUEUE", "Recorder"]
 
 DEFAULT_QUEUE = 8192  # events (one relay chunk each)
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # payload waiting to be written
-_BATCH_BYTES = 1024 * 1024  # payload per write: the queue's room comes back in small steps
+_WRAP = struct.Struct("<IB")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(wirekit.__file__)))
+_START = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+          "from wirekit.capture.record_writer import main; main()")
+
+
+def _shared(size: int) -> int:
+    """A descriptor of ``size`` bytes of memory the writer process can map."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("wirekit-recorder")
+    else:  # pragma: no cover (not Linux)
+        with tempfile.NamedTemporaryFile(prefix="wirekit-recorder-", delete=False) as f:
+            fd = os.dup(f.fileno())
+        os.unlink(f.name)
+    os.ftruncate(fd, size)
+    return fd
+
+
+def _release(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def _watch(ref: Callable[[], Recorder | None], fd: int) -> None:
+    """The status pipe: one ``error ERRNO TEXT`` line at most, ``done`` at the end."""
+    buf, done = b"", False
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        buf += data
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            rec = ref()
+            if line.startswith(b"error ") and rec is not None:
+                _, code, text = line.decode(errors="replace").split(" ", 2)
+                rec._fail(int(code), text)
+            done = done or line == b"done"
+            del rec
+    rec = ref()
+    if not done and rec is not None and rec.error is None:
+        rec._fail(0, "the writer process ended")
 
 
 class Recorder:
-    """Write recorded connections to ``path`` (pcapng) from a background thread.
+    """Write recorded connections to ``path`` (pcapng) from a writer process.
 
     Use :meth:`tcp` / :meth:`udp` for a leg, feed it from taps; :meth:`forward_hooks`
     builds the tap factory and event hook of :func:`wirekit.forward`
     (see :mod:`wirekit.capture.relay_tap`).
-    ``close()`` writes what is queued and closes the file.
+    ``close()`` writes what is queued, closes the file and ends the writer process.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, queue_size: int = DEFAULT_QUEUE,
@@ -65,58 +137,136 @@ class Recorder:
         except OSError as exc:
             raise UsageError(f"cannot record to {self.path}: {exc.strerror or exc}") from exc
         try:
-            self._writer = PcapngWriter(self._file)
-            self._iface = self._writer.add_interface(LINKTYPE_ETHERNET, name="wirekit")
+            writer = PcapngWriter(self._file)
+            writer.add_interface(LINKTYPE_ETHERNET, name="wirekit")  # the writer resumes
         except OSError as exc:
-            self._file.close()
+            with contextlib.suppress(OSError):
+                self._file.close()
             raise UsageError(f"cannot record to {self.path}: {exc.strerror or exc}") from exc
         self.on_error = on_error
         self.max_bytes = max_bytes
-        self.packets = 0  # written
-        self.dropped = 0  # packets (events) not written because the queue was full
+        self.dropped = 0  # packets (events) not written because the ring was full
         self.dropped_events = 0
         self.error: str | None = None
-        self._queued_bytes = 0  # changed by the loop side only
-        self._written_bytes = 0  # changed by the writer thread only
-        # A deque, not queue.Queue: appending takes no lock and wakes no thread.  The writer
-        # sleeps on _wake only when it found the deque empty (then one set() wakes it).
-        self._q: collections.deque[Event] = collections.deque()
-        self._queue_size = max(1, queue_size)
-        self._wake = threading.Event()
-        self._stopping = False
-        self._isn = 1000
-        self._plain: int | None = None  # interface 1, once a plaintext leg needs it
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name="wirekit-recorder", daemon=True)
-        self._thread.start()
+        self._final = (0, 0, 0, 0)  # the writer's counters once it has exited
+        self._queue_size = max(1, queue_size)
+        self._queued = 0  # events in the ring, ever
+        self._queued_bytes = 0  # payload copied into the ring, ever
+        self._wpos = 0
+        self._last: bytes | None = None  # the payload of the last EVENT record
+        self._isn = 1000
+        self._lock = threading.Lock()  # offer() against close() from another thread
+        size = max_bytes + (self._queue_size + 1) * RECORD.size
+        self._capacity = (size + 7) & ~7
+        try:
+            self._start()
+        except OSError as exc:
+            self._file.close()
+            raise UsageError(f"cannot record to {self.path}: cannot start the writer "
+                             f"process: {exc.strerror or exc}") from exc
+
+    def _start(self) -> None:
+        shm = _shared(CONTROL + self._capacity + RECORD.size)
+        wake_r, wake_w = os.pipe()
+        status_r, status_w = os.pipe()
+        mine = [wake_w, status_r]
+        try:
+            self._mm = mmap.mmap(shm, CONTROL + self._capacity + RECORD.size)
+            os.set_blocking(wake_w, False)
+            fds = (self._file.fileno(), shm, wake_r, status_w)
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", _START, _ROOT, *map(str, fds), str(self._capacity)],
+                pass_fds=fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        except BaseException:
+            for fd in mine:
+                _release(fd)
+            raise
+        finally:
+            for fd in (shm, wake_r, status_w):  # the writer's now
+                _release(fd)
+        self._wake = wake_w
+        self._status = status_r
+        # A recorder dropped without close(): its pipe closes, so the writer finishes.
+        self._finalizer = weakref.finalize(self, _release, wake_w)
+        self._watcher = threading.Thread(target=_watch, args=(weakref.ref(self), status_r),
+                                         name="wirekit-recorder", daemon=True)
+        self._watcher.start()
 
     # -- loop side --------------------------------------------------------------------
     @property
     def active(self) -> bool:
         return self.error is None and not self._closed
 
+    @property
+    def packets(self) -> int:
+        """Packets written so far (the writer's count)."""
+        return self._counters()[1]
+
+    def _counters(self) -> tuple[int, int, int, int]:
+        """The writer's read position, packets, events and payload bytes done."""
+        if self._closed and self._mm.closed:
+            return self._final
+        try:
+            return COUNTERS.unpack_from(self._mm, 8)  # type: ignore[return-value]
+        except ValueError:  # closed meanwhile
+            return self._final
+
     def offer(self, event: Event, iface: int = 0) -> None:
-        """Queue one event for writing; never blocks (a full queue counts a drop)."""
+        """Queue one event for writing; never blocks (a full ring counts a drop)."""
         if self.error is not None or self._closed:
             return
-        size = len(event[6])
-        if size and self._queued_bytes - self._written_bytes + size > self.max_bytes:
-            self._drop(event)
-            return
-        q = self._q
-        if len(q) >= self._queue_size:
-            self._drop(event)
-            return
-        q.append(event if not iface else (iface, event))  # type: ignore[arg-type]
-        self._queued_bytes += size
-        if not self._wake.is_set():
-            self._wake.set()
+        proto, src, dst, seq, ack, flags, payload, ts, ack_after = event
+        size = len(payload)
+        with self._lock:
+            if self._closed:
+                return
+            mm = self._mm
+            rpos, _, events, done = COUNTERS.unpack_from(mm, 8)
+            if self._queued - events >= self._queue_size:
+                self._drop(event)
+                return
+            kind = EVENT if proto else SECRETS
+            body = size
+            if size and kind == EVENT and payload is self._last:
+                kind, body = SAME, 0  # the other leg's bytes, already in the ring
+            elif size and self._queued_bytes - done + size > self.max_bytes:
+                self._drop(event)
+                return
+            need = (RECORD.size + body + 7) & ~7
+            pos, cap = self._wpos, self._capacity
+            room = cap - pos % cap
+            skip = room if need > room else 0
+            if pos + skip + need - rpos > cap:
+                self._drop(event)
+                return
+            if skip:  # no record wraps around: fill the end, start at 0
+                _WRAP.pack_into(mm, CONTROL + pos % cap, room, WRAP)
+                pos += room
+            off = CONTROL + pos % cap
+            RECORD.pack_into(mm, off, need, kind, iface, proto, flags, ack_after,
+                             len(src[0]), src[1], dst[1], seq, ack, ts, body, src[0], dst[0])
+            if body:
+                off += RECORD.size
+                mm[off : off + body] = payload
+                self._queued_bytes += body
+                if kind == EVENT:
+                    self._last = payload
+            self._wpos = pos = pos + need
+            POSITION.pack_into(mm, 0, pos)  # published after the record is complete
+            self._queued += 1
+            if mm[SLEEPING]:
+                mm[SLEEPING] = 0
+                with contextlib.suppress(OSError):  # a full pipe: the writer is awake
+                    os.write(self._wake, b"\0")
 
     def secrets(self, keylog: bytes) -> None:
         """Queue NSS key-log lines, written as a Decryption Secrets Block in order."""
         self.offer((0, (b"", 0), (b"", 0), 0, 0, 0, keylog, 0, False))
 
     def _drop(self, event: Event) -> None:
+        if event[0] and event[6]:
+            self._last = None  # the other leg's copy of these bytes carries them itself
         self.dropped_events += 1
         n = len(event[6])
         if event[0] == 6:
@@ -150,64 +300,9 @@ class Recorder:
         return forward_taps(self, tap, on_event, tls_client=tls_client,
                             tls_target=tls_target)
 
-    # -- writer thread ----------------------------------------------------------------
-    def _run(self) -> None:
-        q = self._q
-        ident = 0
-        cache: list[object] = [None, 0, []]
-        while True:
-            if not q:
-                if self._stopping:
-                    return
-                self._wake.clear()
-                if not q and not self._stopping:
-                    self._wake.wait(0.5)
-                continue
-            batch: list[Event] = []
-            room = _BATCH_BYTES
-            while q and len(batch) < 512 and room > 0:
-                event = q.popleft()
-                batch.append(event)
-                room -= len(event[6] if len(event) != 2 else event[1][6])
-            if self.error is None:
-                packets: list[tuple[bytes, int, int]] = []
-                size = 0
-                iface = self._iface
-                try:
-                    for event in batch:
-                        want = self._iface
-                        if len(event) == 2:  # (1, event): the plaintext interface
-                            event = event[1]
-                            want = self._plain_iface()
-                        if want != iface:
-                            self._writer.write_packets(iface, packets)
-                            self.packets += len(packets)
-                            packets, iface = [], want
-                        size += len(event[6])
-                        if event[0] == 0:  # TLS keys: a DSB ahead of what they decrypt
-                            self._writer.write_packets(iface, packets)
-                            self.packets += len(packets)
-                            packets = []
-                            self._writer.write_secrets(event[6])
-                            continue
-                        ts = event[7]
-                        for frame in frames(event, ident, cache):
-                            ident += 1
-                            packets.append((frame, ts, len(frame)))
-                    self._writer.write_packets(iface, packets)
-                    self.packets += len(packets)
-                except OSError as exc:
-                    self._fail(exc)
-                self._written_bytes += size
-
-    def _plain_iface(self) -> int:
-        if self._plain is None:  # writer thread: the IDB goes in before its first packet
-            self._plain = self._writer.add_interface(LINKTYPE_ETHERNET, name="wirekit-plain")
-        return self._plain
-
-    def _fail(self, exc: OSError) -> None:
-        name = errno.errorcode.get(exc.errno or 0, "")
-        reason = exc.strerror or str(exc)
+    # -- the writer's reports and lifecycle ----------------------------------------------
+    def _fail(self, code: int, reason: str) -> None:
+        name = errno.errorcode.get(code, "")
         self.error = (f"recording to {self.path} stopped: {reason}"
                       + (f" ({name})" if name else "")
                       + f" after {self.packets} packets; the connections carry on")
@@ -215,15 +310,22 @@ class Recorder:
             with contextlib.suppress(Exception):
                 self.on_error(self.error)
 
-    # -- lifecycle --------------------------------------------------------------------
     def close(self, timeout: float = 30.0) -> None:
-        """Write what is queued, then close the file (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stopping = True
-        self._wake.set()
-        self._thread.join(timeout)
+        """Write what is queued, then close the file and end the writer (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._finalizer()  # the wake pipe's end-of-file: the writer drains, then exits
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._watcher.join(timeout)
+        self._final = self._counters()
+        self._mm.close()
+        _release(self._status)
         with contextlib.suppress(OSError):
             self._file.close()
 

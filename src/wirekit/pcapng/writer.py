@@ -48,12 +48,15 @@ class PcapngWriter:
     """Write one pcapng section to ``fileobj``.
 
     ``tsresol`` of each interface is a power of ten (``9`` = nanoseconds, the default), so
-    ``timestamp_ns`` round-trips exactly.
+    ``timestamp_ns`` round-trips exactly.  ``resume=N``: the Section Header and ``N``
+    nanosecond interfaces are already in the file (another writer, in another process,
+    began the section): no header is written, interface ids continue after them.
     """
 
     def __init__(self, fileobj: IO[bytes], *, byte_order: str = "<", flush: bool = True,
                  application: str | None = "wirekit",
-                 options: tuple[tuple[int, bytes], ...] = ()) -> None:
+                 options: tuple[tuple[int, bytes], ...] = (), resume: int | None = None,
+                 ) -> None:
         if byte_order not in "<>" or len(byte_order) != 1:
             raise ValueError("byte_order must be '<' or '>'")
         self._f = fileobj
@@ -61,6 +64,9 @@ class PcapngWriter:
         self._flush = flush
         self._ifaces: list[int] = []  # tsresol exponent per interface
         self._epb = struct.Struct(byte_order + "IIIIIII")
+        if resume is not None:
+            self._ifaces = [9] * resume
+            return
         opts = list(options)
         if application:
             opts.append((4, application.encode()))  # shb_userappl
