@@ -4,6 +4,7 @@ plaintext leg of ``tls://`` on the second interface, and handshakes that fail.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
@@ -317,3 +318,41 @@ async def test_forward_tls_listener_failed_handshake_is_recorded(tmp_path: Path,
     rec.close()
     assert tls_events(path) == ["hello", "alert:48", "fin", "fin"]
     assert len(tshark("-r", str(path), "-q", "-z", "conv,tcp").split("<->")) == 2  # one leg
+
+
+async def test_forward_tls_target_failed_handshake_is_recorded(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
+    """``forward LISTEN tls://TARGET --record`` to a target whose certificate the forward
+    does not trust: the target leg is written (ClientHello, the target's flight, the
+    forward's unknown-CA alert, which it now sends, FINs); the target logs why."""
+    need_peer("tshark")
+    from wirekit.net.forward_tls import TargetTLS
+
+    cert, key = pki.server
+    path = tmp_path / "target-refused.pcapng"
+    rec = Recorder(path)
+    target_events: list[wirekit.ConnectionEvent] = []
+    target = await wirekit.serve("echo", "tls://127.0.0.1:0", cert=cert, key=key,
+                                 on_event=target_events.append)
+    fwd = await wirekit.forward("127.0.0.1:0", f"tls://127.0.0.1:{target.address.port}",
+                                record=rec, target_tls=TargetTLS(ca=pki.stranger_root))
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", fwd.address.port)
+        w.write(b"never relayed")
+        await w.drain()
+        with contextlib.suppress(ConnectionResetError):  # the forward gives up on us
+            assert await asyncio.wait_for(r.read(), 10) == b""
+        w.close()
+        await async_wait_for(lambda: target_events, 10, "the target's failed handshake")
+    finally:
+        await fwd.aclose(0)
+        await target.aclose(0)
+    rec.close()
+    assert target_events[0].ended == "tls failed"
+    assert "unknown ca" in target_events[0].detail
+    tport = target.address.port
+    rows = tshark("-r", str(path), "-Y", f"tcp.port == {tport}", "-T", "fields", "-e",
+                  "frame.interface_name").split()
+    assert set(rows) == {"wirekit"}  # the TLS leg
+    target_only = tmp_path / "target-leg.pcapng"
+    tshark("-r", str(path), "-Y", f"tcp.port == {tport}", "-w", str(target_only))
+    assert tls_events(target_only) == ["hello", "alert:48", "fin", "fin"]

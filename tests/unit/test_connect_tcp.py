@@ -141,7 +141,7 @@ async def test_connect_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
-    monkeypatch.setattr(tcp, "_connect_any", never)
+    monkeypatch.setattr(tcp, "connect_any", never)
     with pytest.raises(TimeoutError) as info:
         await connect("127.0.0.1:9", timeout=0.05)
     assert isinstance(info.value, errors.ConnectTimeout)
@@ -162,7 +162,7 @@ async def test_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     async def unreachable(loop: object, infos: object) -> socket.socket:
         raise OSError(errno.ENETUNREACH, "Network is unreachable")
 
-    monkeypatch.setattr(tcp, "_connect_any", unreachable)
+    monkeypatch.setattr(tcp, "connect_any", unreachable)
     with pytest.raises(errors.NetworkUnreachable, match="network unreachable: cannot reach"):
         await connect("192.0.2.1:80", timeout=5)
 
@@ -176,7 +176,7 @@ async def test_most_telling_failure_wins() -> None:
         (socket.AF_INET, socket.SOCK_STREAM, 0, "", ("127.0.0.1", port)),
     ]
     with pytest.raises(ConnectionRefusedError):
-        await tcp._connect_any(loop, infos)
+        await tcp.connect_any(loop, infos)
 
 
 @pytest.mark.parametrize(

@@ -16,19 +16,20 @@ are recorded *before* the ciphertext pulled for that call, so the Decryption Sec
 lands ahead of the first records it decrypts (a one-pass reader like ``tshark -r``
 decrypts the server's first encrypted flight too).
 
-A leg is bound to its TCP connection (addresses, the SYN) before TLS starts wherever
-that is known: a client (``connect tls://``) binds when its TCP connection is made, a
-wirekit TLS listener's connection when its SSLObject is made (the handshake task's
-:data:`wirekit.net.tls_server.ACCEPTED`).  Otherwise (a forward's TLS target) events are
-held until :meth:`TlsLegTap.bind_pair` and written after the leg's TCP handshake.
+A leg is bound to its TCP connection (addresses, the SYN) as soon as its SSLObject is
+made wherever wirekit runs the handshake (``connect tls://``, the TLS listeners of
+``serve`` and ``forward``, a forward's TLS target): the handshake task's
+:data:`wirekit.net.tls.HANDSHAKE` names the connection.  Otherwise events are held until
+:meth:`TlsLegTap.bind_pair` and written after the leg's TCP handshake.
 
 A failed handshake (the certificate refused, no client certificate, no common version)
 is written all the same, which is what a user records to debug it: the ClientHello,
-whatever the server sent, the alert, then the FINs (:meth:`TlsLegTap.failed`, called by
-the client or by the listener through ``ACCEPTED.on_failure``; asyncio's exception alone
-often says nothing more than "reset").  The alert a listener sends itself (``wk_alert``,
-see :mod:`wirekit.net.tls`) is recorded with what OpenSSL wrote.  A DSB is written only
-if the handshake got as far as making keys (TLS 1.3's handshake secrets).
+whatever the server sent, the alert, then the FINs (:meth:`TlsLegTap.failed`, called
+through ``HANDSHAKE``: asyncio's exception alone often says nothing more than "reset").
+The alert OpenSSL queued when it failed (``wk_alert``, sent by
+:func:`wirekit.net.tls.handshaking` since the transport drops it) is recorded as sent.
+A DSB is written only if the handshake got as far as making keys (TLS 1.3's handshake
+secrets).
 
 ``pending()`` also counts the ciphertext waiting in the inner BIO: uvloop keeps calling
 ``read`` only while ``incoming.pending`` or ``pending()`` is non-zero.
@@ -45,7 +46,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import socket
 import ssl
 import tempfile
 import time
@@ -53,10 +53,12 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from wirekit.capture.flows import TcpLeg
+from wirekit.net.tls import HANDSHAKE
 
 if TYPE_CHECKING:
     from wirekit.address import Address
     from wirekit.capture.recorder import Recorder
+    from wirekit.net.tls import Handshake
 
 __all__ = ["TlsLegTap", "plain_endpoints", "record_context"]
 
@@ -151,13 +153,13 @@ class TlsLegTap:
         elif self.leg is not None:
             self.leg.data(kind, data, ns)
 
-    def _failed(self, exc: ssl.SSLError, wrote: bool) -> None:
-        # The alert a TLS listener sends itself once the transport gave up (wk_alert, see
-        # wirekit.net.tls) crosses the wire after what OpenSSL wrote: ours too.
+    def _failed(self, exc: ssl.SSLError) -> None:
+        # The alert OpenSSL queued: wirekit.net.tls.handshaking sends it (wk_alert) once
+        # the transport gave up.
         alert = getattr(exc, "wk_alert", b"")
         if alert:
             self._cipher("c", alert)
-        self._alerted = self._alerted or bool(alert) or wrote  # wrote: OpenSSL's alert
+            self._alerted = True
 
     # -- owner --------------------------------------------------------------------------
     def failed(self, client: tuple[str, int] | None = None,
@@ -177,10 +179,13 @@ class TlsLegTap:
             leg.close(ns)
         self.end()
 
-    def bind_socket(self, sock: socket.socket) -> None:
-        """Bind to a client's TCP connection as soon as it is made (before TLS starts)."""
-        local, peer = sock.getsockname(), sock.getpeername()
-        self.bind_pair((str(local[0]), int(local[1])), (str(peer[0]), int(peer[1])))
+    def _on_handshake(self, tcp: Handshake | None) -> None:
+        # Made for the TCP connection whose handshake wirekit runs: bind to it at once,
+        # and hear of a failure (wirekit.net.tls.handshaking).
+        if (tcp is not None and tcp.server_side == self._server_side
+                and tcp.client is not None and tcp.server is not None):
+            self.bind_pair(tcp.client, tcp.server)
+            tcp.on_failure.append(self.failed)
 
     def bind(self, local: Address, peer: Address) -> None:
         self.bind_pair((local.host, local.port), (peer.host, peer.port))
@@ -243,20 +248,10 @@ def record_context(ctx: ssl.SSLContext, rec: Recorder, *, server_side: bool = Fa
     """Record every connection ``ctx`` makes as ciphertext plus keys: each ``SSLObject``
     carries its own :class:`TlsLegTap` as ``_wk_tap`` (bind it with ``bind_pair`` once the
     connection is made).  ``server_side``: the context accepts (a listener)."""
-    from wirekit.net.tls_server import ACCEPTED
-
     keys = _SharedKeyLog(ctx)
-
-    def make() -> TlsLegTap:
-        tap = TlsLegTap(rec, keys=keys, server_side=server_side)
-        accepted = ACCEPTED.get() if server_side else None
-        if accepted is not None and accepted.peer is not None and accepted.local is not None:
-            tap.bind_pair(accepted.peer, accepted.local)  # a TLS listener's connection
-            accepted.on_failure.append(tap.failed)
-        return tap
-
     base = ctx.sslobject_class or ssl.SSLObject
-    ctx.sslobject_class = _recording_class(base, make)
+    ctx.sslobject_class = _recording_class(
+        base, lambda: TlsLegTap(rec, keys=keys, server_side=server_side))
 
 
 def _recording_class(base: Any, tap: TlsLegTap | Any) -> Any:
@@ -269,7 +264,8 @@ def _recording_class(base: Any, tap: TlsLegTap | Any) -> Any:
             inner_in, inner_out = ssl.MemoryBIO(), ssl.MemoryBIO()
             obj = super()._create(inner_in, inner_out, *args, **kwargs)
             obj._wk_bios = (incoming, outgoing, inner_in, inner_out)
-            obj._wk_tap = make()
+            obj._wk_tap = tap = make()
+            tap._on_handshake(HANDSHAKE.get())
             return obj
 
         def _wk_call(self, fn: Any, *args: Any) -> Any:
@@ -295,9 +291,10 @@ def _recording_class(base: Any, tap: TlsLegTap | Any) -> Any:
                 pushed = inner_out.read()
                 if pushed:
                     outer_out.write(pushed)
-                    tap._cipher("c", pushed)
+                    if failed is None:  # a failed call's output never leaves: the
+                        tap._cipher("c", pushed)  # transport gives up at once
                 if failed is not None:
-                    tap._failed(failed, bool(pushed))
+                    tap._failed(failed)
 
         def do_handshake(self) -> None:
             self._wk_call(super().do_handshake)

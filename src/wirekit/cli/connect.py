@@ -120,11 +120,10 @@ async def _run_tcp(config: ConnectConfig, render: _Render,
 
         cipher = TlsLegTap(recorder)  # the TLS leg: ciphertext and keys, not plaintext
         tls_kwargs["tls_hook"] = cipher.context_hook
-        tls_kwargs["on_socket"] = cipher.bind_socket  # from the TCP handshake on
     try:
         conn = await tcp_connect(config.address, timeout=config.timeout, **tls_kwargs)  # type: ignore[arg-type]
     except BaseException:
-        if cipher is not None:  # a failed TLS handshake is written too
+        if cipher is not None:  # a failed handshake is written already; the key log goes
             cipher.failed()
         raise
     on_data: Callable[[bytes], None] = render.received

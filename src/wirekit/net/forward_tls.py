@@ -64,8 +64,15 @@ from wirekit.errors import ConnectTimeout, NetError, TLSError, UsageError
 from wirekit.net._errors import bind_errors, connect_errors
 from wirekit.net.forward import ConnectionEnded, ConnInfo, Forwarder
 from wirekit.net.relay import Relay
-from wirekit.net.tls import ClientTLS, client_tls, explain_client_failure, explain_server_failure
-from wirekit.net.tls_server import DEFAULT_HANDSHAKE_TIMEOUT, Accepted, ServerTLS, server_tls
+from wirekit.net.tcp import connect_any
+from wirekit.net.tls import (
+    ClientTLS,
+    client_tls,
+    explain_client_failure,
+    explain_server_failure,
+    handshaking,
+)
+from wirekit.net.tls_server import DEFAULT_HANDSHAKE_TIMEOUT, ServerTLS, server_tls
 
 __all__ = ["TLS_FAILED", "ListenTLS", "TLSForwarder", "TargetTLS"]
 
@@ -229,29 +236,18 @@ class TLSForwarder(Forwarder):
         tls = self._server_tls
         assert tls is not None
         loop = asyncio.get_running_loop()
-        alert_fd = -1
-        with contextlib.suppress(OSError):
-            alert_fd = os.dup(conn.fileno())
-        accepted = Accepted.enter(conn)
         try:
-            await loop.connect_accepted_socket(
-                relay.client_protocol, conn, ssl=tls.context,
-                ssl_handshake_timeout=self._listen_timeout)
+            with handshaking(conn, server_side=True):  # the alert, and --record, on failure
+                await loop.connect_accepted_socket(
+                    relay.client_protocol, conn, ssl=tls.context,
+                    ssl_handshake_timeout=self._listen_timeout)
         except asyncio.CancelledError:
             conn.close()
-            accepted.failed()
             self._unhandshaken(relay, relay.reason or "shutdown", "")
         except Exception as exc:  # every failed handshake is one event, never a crash
             conn.close()
-            accepted.failed()
-            alert = getattr(exc, "wk_alert", b"")
-            if alert and alert_fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.write(alert_fd, alert)
             self._unhandshaken(relay, TLS_FAILED, _why(exc, tls))
         finally:
-            if alert_fd >= 0:
-                os.close(alert_fd)
             if self._connecting.get(relay) is asyncio.current_task():
                 del self._connecting[relay]
 
@@ -294,15 +290,23 @@ class TLSForwarder(Forwarder):
         try:
             with connect_errors(host, port, self.connect_timeout):
                 async with asyncio.timeout(self.connect_timeout + self._target_timeout):
+                    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                   proto=socket.IPPROTO_TCP)
+                    sock = await connect_any(loop, infos)
                     try:
-                        transport, _ = await loop.create_connection(
-                            relay.target_protocol, host, port, ssl=tls.context,
-                            server_hostname=tls.server_hostname,
-                            ssl_handshake_timeout=self._target_timeout)
+                        with handshaking(sock, server_side=False):  # alert, --record
+                            transport, _ = await loop.create_connection(
+                                relay.target_protocol, sock=sock, ssl=tls.context,
+                                server_hostname=tls.server_hostname,
+                                ssl_handshake_timeout=self._target_timeout)
                     except ssl.SSLError as exc:
+                        sock.close()
                         err = explain_client_failure(exc, tls, self.target.hostport)
                         if err is not None:
                             raise err from exc
+                        raise
+                    except BaseException:
+                        sock.close()
                         raise
             connected = getattr(relay.tap, "target_connected", None)  # a recording tap
             if connected is not None:

@@ -13,7 +13,6 @@ whose message names the reason (see :mod:`wirekit.net.tls`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import socket
@@ -26,7 +25,7 @@ from wirekit.errors import ConnectTimeout, UsageError
 from wirekit.net._errors import connect_errors
 from wirekit.net.stream import Connection
 
-__all__ = ["DEFAULT_TIMEOUT", "connect"]
+__all__ = ["DEFAULT_TIMEOUT", "connect", "connect_any"]
 
 DEFAULT_TIMEOUT = 10.0
 STREAM_LIMIT = 1 << 18  # bytes recv_until may scan for its delimiter
@@ -52,7 +51,6 @@ async def connect(
     keylog: str | os.PathLike[str] | None = None,
     crl: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
     tls_hook: Callable[[_ssl.SSLContext], None] | None = None,
-    on_socket: Callable[[socket.socket], None] | None = None,
 ) -> Connection:
     """Connect to ``address`` (``HOST:PORT``, ``:PORT``, ``[v6]:PORT``, ``tcp://``, ``tls://``).
 
@@ -65,8 +63,7 @@ async def connect(
     the handshake with a ``revoked`` verdict).  Or pass your own ``ssl`` context (and
     ``server_hostname``), which is used as it is, also for a ``tcp://`` address.
     ``tls_hook(context)`` may adjust the context wirekit made for ``tls://`` before it is
-    used (recording: see :mod:`wirekit.capture.tls_record`).  ``on_socket(sock)`` is called
-    with the connected TCP socket before any TLS handshake (recording: its addresses).
+    used (recording: see :mod:`wirekit.capture.tls_record`).
     Raises :class:`~wirekit.errors.ResolveError`,
     :class:`~wirekit.errors.ConnectRefused`, :class:`~wirekit.errors.ConnectTimeout`,
     :class:`~wirekit.errors.NetworkUnreachable`, :class:`~wirekit.errors.CertificateError`
@@ -109,12 +106,10 @@ async def connect(
                     host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
                 )
                 resolving = False
-                sock = await _connect_any(loop, infos)
+                sock = await connect_any(loop, infos)
                 try:
                     if nodelay:
                         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    if on_socket is not None:
-                        on_socket(sock)
                     if client is not None:
                         reader, writer = await _open_tls(sock, client, host, port)
                     else:
@@ -139,29 +134,20 @@ async def connect(
 
 async def _open_tls(sock: socket.socket, client: Any, host: str,
                     port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    from wirekit.net.tls import check_name_after, explain_client_failure
+    from wirekit.net.tls import check_name_after, explain_client_failure, handshaking
 
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    alert_fd = -1  # the transport closes sock when the handshake fails, alert unsent
-    with contextlib.suppress(OSError):
-        alert_fd = os.dup(sock.fileno())
     try:
-        reader, writer = await asyncio.open_connection(
-            # "" tells asyncio "no name" (it insists on one otherwise)
-            sock=sock, ssl=client.context, server_hostname=client.server_hostname or "",
-            limit=STREAM_LIMIT)
+        with handshaking(sock, server_side=False):  # tells the server why it failed
+            reader, writer = await asyncio.open_connection(
+                # "" tells asyncio "no name" (it insists on one otherwise)
+                sock=sock, ssl=client.context, server_hostname=client.server_hostname or "",
+                limit=STREAM_LIMIT)
     except _ssl.SSLError as exc:
-        alert = getattr(exc, "wk_alert", b"")
-        if alert and alert_fd >= 0:  # tell the server why, as openssl s_client does
-            with contextlib.suppress(OSError):
-                os.write(alert_fd, alert)
         explained = explain_client_failure(exc, client, where)
         if explained is None:
             raise
         raise explained from exc
-    finally:
-        if alert_fd >= 0:
-            os.close(alert_fd)
     try:
         check_name_after(client, writer.get_extra_info("ssl_object"), where)
     except BaseException:
@@ -170,7 +156,7 @@ async def _open_tls(sock: socket.socket, client: Any, host: str,
     return reader, writer
 
 
-async def _connect_any(
+async def connect_any(
     loop: asyncio.AbstractEventLoop,
     infos: Sequence[tuple[int, int, int, str, Any]],
 ) -> socket.socket:

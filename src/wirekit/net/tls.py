@@ -38,22 +38,28 @@ itself stays on).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import datetime as dt
 import os
+import socket
 import ssl
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from wirekit.errors import CertificateError, TLSError, UsageError, WirekitError
 from wirekit.tls.context import client_context, server_hostname
 
 __all__ = [
+    "HANDSHAKE",
     "ClientTLS",
+    "Handshake",
     "client_tls",
     "explain_alert",
     "explain_client_failure",
     "explain_server_failure",
+    "handshaking",
     "prepare_context",
     "wants_client_certificate",
 ]
@@ -91,6 +97,67 @@ class _Explaining(ssl.SSLObject):
         revocation = getattr(self.context, "_wk_revocation", None)
         if revocation is not None and not self.server_side:
             revocation.check(self)
+
+
+@dataclass(slots=True)
+class Handshake:
+    """The TCP connection whose TLS handshake runs in the current task.
+
+    The SSLObject is made in a callback of the transport, which runs in a copy of the
+    task's context: through :data:`HANDSHAKE`, its class (``sslobject_class``, e.g. a
+    recording one, :mod:`wirekit.capture.tls_record`) learns which TCP connection it
+    serves and may ask to hear of a failed handshake (``on_failure``), which the
+    exception alone cannot tell it (a refused certificate often shows as a bare reset).
+    """
+
+    server_side: bool
+    client: tuple[str, int] | None  # None: the socket was gone before we asked
+    server: tuple[str, int] | None
+    on_failure: list[Callable[[], None]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, sock: socket.socket, *, server_side: bool) -> Handshake:
+        local = peer = None
+        with contextlib.suppress(OSError):
+            name, other = sock.getsockname(), sock.getpeername()
+            local, peer = (str(name[0]), int(name[1])), (str(other[0]), int(other[1]))
+        return cls(True, peer, local) if server_side else cls(False, local, peer)
+
+    def failed(self) -> None:
+        for callback in self.on_failure:
+            with contextlib.suppress(Exception):  # a recorder's trouble is not the caller's
+                callback()
+
+
+HANDSHAKE: contextvars.ContextVar[Handshake | None] = contextvars.ContextVar(
+    "wirekit_tls_handshake", default=None)
+
+
+@contextlib.contextmanager
+def handshaking(sock: socket.socket, *, server_side: bool) -> Iterator[Handshake]:
+    """Around a TLS handshake on the connected ``sock``: sets :data:`HANDSHAKE`; when the
+    handshake fails, sends the alert OpenSSL queued and the transport dropped
+    (``exc.wk_alert``, as ``openssl s_client`` and ``s_server`` would send it; through a
+    duplicate of the descriptor, since the transport closes ``sock``), then calls the
+    ``on_failure`` callbacks."""
+    handshake = Handshake.of(sock, server_side=server_side)
+    token = HANDSHAKE.set(handshake)  # this task's context: seen by its callbacks only
+    fd = -1
+    with contextlib.suppress(OSError):
+        fd = os.dup(sock.fileno())
+    try:
+        yield handshake
+    except BaseException as exc:
+        alert = getattr(exc, "wk_alert", b"")
+        if alert and fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(fd, alert)
+        handshake.failed()
+        raise
+    finally:
+        HANDSHAKE.reset(token)
+        if fd >= 0:
+            os.close(fd)
 
 
 X509_V_ERR_CERT_REVOKED = 23

@@ -29,23 +29,26 @@ directory that is removed once the context has loaded it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import os
 import socket
 import ssl
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from wirekit.address import Address
 from wirekit.net._served import IDLE, TLS_FAILED, ServerState
-from wirekit.net.tls import explain_server_failure, prepare_context, wants_client_certificate
+from wirekit.net.tls import (
+    explain_server_failure,
+    handshaking,
+    prepare_context,
+    wants_client_certificate,
+)
 
-__all__ = ["ACCEPTED", "DEFAULT_HANDSHAKE_TIMEOUT", "Accepted", "ServerTLS", "TLSListener",
-           "certificate_names", "server_tls"]
+__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "ServerTLS", "TLSListener", "certificate_names",
+           "server_tls"]
 
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 ACCEPT_BATCH = 64  # accepts per wake-up, so a flood cannot starve established connections
@@ -123,42 +126,6 @@ def server_tls(
     return ServerTLS(ctx, client_ca, ca.cert_path.resolve(), tuple(names), created)
 
 
-@dataclass(slots=True)
-class Accepted:
-    """The accepted TCP connection whose TLS handshake runs in the current task.
-
-    The SSLObject is made in a callback of the transport, which runs in a copy of the
-    handshake task's context: through :data:`ACCEPTED`, its class (``sslobject_class``,
-    e.g. a recording one, :mod:`wirekit.capture.tls_record`) learns which connection it
-    serves and may ask to hear of a failed handshake (``on_failure``), which asyncio's
-    exception alone cannot tell it (a refused certificate shows as a bare reset)."""
-
-    peer: tuple[str, int] | None  # None: the peer was gone before we asked
-    local: tuple[str, int] | None
-    on_failure: list[Callable[[], None]] = field(default_factory=list)
-
-    @classmethod
-    def enter(cls, conn: socket.socket, peer: Any = None) -> Accepted:
-        """Set :data:`ACCEPTED` for this task (each task has its own context)."""
-        local = None
-        with contextlib.suppress(OSError):
-            peer = peer or conn.getpeername()
-            name = conn.getsockname()
-            local = (str(name[0]), int(name[1]))
-        accepted = cls((str(peer[0]), int(peer[1])) if peer else None, local)
-        ACCEPTED.set(accepted)
-        return accepted
-
-    def failed(self) -> None:
-        for callback in self.on_failure:
-            with contextlib.suppress(Exception):  # a recorder's trouble is not the server's
-                callback()
-
-
-ACCEPTED: contextvars.ContextVar[Accepted | None] = contextvars.ContextVar(
-    "wirekit_tls_accepted", default=None)
-
-
 class _Handshaking:
     """Stands in the live set for a connection whose handshake is under way."""
 
@@ -229,29 +196,17 @@ class TLSListener:
             protocol.wk_preadmitted = pending  # type: ignore[attr-defined]
             return protocol
 
-        alert_fd = -1
-        with contextlib.suppress(OSError):
-            alert_fd = os.dup(conn.fileno())
-        accepted = Accepted.enter(conn, pending.peer)
         try:
-            await self._loop.connect_accepted_socket(
-                make, conn, ssl=self._tls.context, ssl_handshake_timeout=self._timeout)
+            with handshaking(conn, server_side=True):  # the alert, and --record, on failure
+                await self._loop.connect_accepted_socket(
+                    make, conn, ssl=self._tls.context, ssl_handshake_timeout=self._timeout)
         except asyncio.CancelledError:
             conn.close()
-            accepted.failed()
             self._failed(pending, pending.ended or "shutdown", "")
         except Exception as exc:  # every handshake failure is one event, never a crash
             conn.close()
-            accepted.failed()
-            alert = getattr(exc, "wk_alert", b"")
-            if alert and alert_fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.write(alert_fd, alert)
             self._failed(pending, TLS_FAILED, explain_server_failure(
                 exc, self._tls.context, self._tls.client_ca))
-        finally:
-            if alert_fd >= 0:
-                os.close(alert_fd)
 
     def _failed(self, pending: _Handshaking, ended: str, detail: str) -> None:
         state = self._state
