@@ -216,3 +216,17 @@ def test_unwritable_path_is_a_usage_error(tmp_path: Path) -> None:
         Recorder(tmp_path / "missing" / "x.pcapng")
     with pytest.raises(UsageError, match="cannot record to"):
         Recorder("/dev/full")  # the header itself cannot be written
+
+
+def test_a_killed_writer_is_one_error_and_the_recorder_carries_on(tmp_path: Path) -> None:
+    errors: list[str] = []
+    rec = Recorder(tmp_path / "killed-writer.pcapng", on_error=errors.append)
+    leg = rec.tcp(C, S)
+    leg.data("c", b"before", time.time_ns())
+    wait_for(lambda: caught_up(rec), 10, "the writer to catch up")
+    os.kill(rec._proc.pid, signal.SIGKILL)
+    wait_for(lambda: rec.error is not None, 10, "the recorder to notice")
+    leg.data("c", b"after", time.time_ns())  # a no-op now, and no exception
+    rec.close()
+    assert errors == [rec.error] and "the writer process ended" in errors[0]
+    assert payloads(tmp_path / "killed-writer.pcapng")[(0, 40000, 8080)] == b"before"

@@ -208,6 +208,15 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.suppress(OSError):
         os.nice(NICE)
     file_fd, shm_fd, wake_fd, status_fd, capacity = (int(a) for a in (argv or sys.argv[1:]))
+    try:
+        _run(file_fd, shm_fd, wake_fd, status_fd, capacity)
+    except Exception as exc:  # a bug: say it where the recorder reports errors
+        with contextlib.suppress(OSError):
+            os.write(status_fd, f"error 0 the writer process failed: {exc!r}\n".encode())
+        raise SystemExit(1) from None
+
+
+def _run(file_fd: int, shm_fd: int, wake_fd: int, status_fd: int, capacity: int) -> None:
     mm = mmap.mmap(shm_fd, CONTROL + capacity + RECORD.size)
     os.close(shm_fd)
     w = _Writer(file_fd, mm, capacity, status_fd)
@@ -223,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         (wpos,) = POSITION.unpack_from(mm, 0)
         if wpos == w.rpos:
             # The timeout covers a wake byte lost to the race between the two processes.
-            ready, _, _ = select.select([wake_fd], [], [], 0.05)
+            ready, _, _ = select.select([wake_fd], [], [], 0.2)
             if ready and not os.read(wake_fd, 65536):
                 eof = True  # the relay process closed its end (or died): drain, then exit
         mm[SLEEPING] = 0

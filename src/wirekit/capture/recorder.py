@@ -80,9 +80,9 @@ _START = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
 
 def _shared(size: int) -> int:
     """A descriptor of ``size`` bytes of memory the writer process can map."""
-    if hasattr(os, "memfd_create"):
+    try:
         fd = os.memfd_create("wirekit-recorder")
-    else:  # pragma: no cover (not Linux)
+    except (AttributeError, OSError):  # not Linux, or memfd refused (a sandbox)
         with tempfile.NamedTemporaryFile(prefix="wirekit-recorder-", delete=False) as f:
             fd = os.dup(f.fileno())
         os.unlink(f.name)
@@ -177,7 +177,8 @@ class Recorder:
             fds = (self._file.fileno(), shm, wake_r, status_w)
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", _START, _ROOT, *map(str, fds), str(self._capacity)],
-                pass_fds=fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                pass_fds=fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)  # its errors come through the status pipe
         except BaseException:
             for fd in mine:
                 _release(fd)
