@@ -9,7 +9,8 @@ One ``iperf3 -s`` target; three subjects, measured in turn, ``--runs`` times eac
 
 Columns: received Gbit/s of ``iperf3 -c -t D -P 1``, the ratio to ``forward``, and for the
 recording the packets written, packets dropped (the writer could not keep up; the relay
-never waits for the disk) and the file size.  Target (issue 6): ``forward --record`` >= 0.5x
+never waits for the disk or the writer process, which runs at nice 10), the share of
+packets recorded and the file size.  Target (issue 6): ``forward --record`` >= 0.5x
 ``forward``.
 
     python -m bench record                    # 3 runs of 3 s
@@ -106,11 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         base = rows["forward"]["gbps"]
         print(f"# python -m bench record {' '.join(argv if argv is not None else sys.argv[1:])}"
               f"\n# medians of {a.runs} run(s) of {a.duration:g} s, iperf3 -P 1\n")
-        print("| subject | Gbit/s | x forward | packets written | packets dropped | file MiB |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print("| subject | Gbit/s | x forward | packets written | packets dropped | recorded "
+              "| file MiB |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for s, r in rows.items():
-            extra = (f"{r['packets']:.0f} | {r['dropped']:.0f} | {r['mib']:.0f}"
-                     if "packets" in r else "- | - | -")
+            total = r.get("packets", 0) + r.get("dropped", 0)
+            extra = (f"{r['packets']:.0f} | {r['dropped']:.0f} | "
+                     f"{100 * r['packets'] / total if total else 0:.0f}% | {r['mib']:.0f}"
+                     if "packets" in r else "- | - | - | -")
             print(f"| {s} | {r['gbps']:.2f} | {r['gbps'] / base:.2f} | {extra} |")
         ratio = rows["forward --record"]["gbps"] / base
         print(f"\nTarget: forward --record >= 0.5x forward: {ratio:.2f}x "
