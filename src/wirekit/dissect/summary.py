@@ -69,16 +69,25 @@ class Summary:
         self.error: ParseError | None = None
         self.first_ns: int | None = None
         self.non_ip = 0
+        # Conversations by (src, sport, dst, dport, protocol), both directions ...
         self._keys: dict[tuple[bytes, int, bytes, int, int], tuple[Conversation, int]] = {}
-        # IPv4 TCP conversations again, keyed by the raw header bytes src ip, dst ip, src
-        # port, dst port (as on the wire): what the Ethernet + IPv4 + TCP fast path looks up.
+        # ... except IPv4 TCP ones, which are keyed by the raw header bytes src ip, dst ip,
+        # src port, dst port (as on the wire): what the Ethernet + IPv4 + TCP fast path
+        # looks up with one slice.
         self._v4tcp: dict[bytes, tuple[Conversation, int]] = {}
 
     # -- conversations -------------------------------------------------------------------
 
     def _new(self, proto: str, src: bytes, sport: int, dst: bytes, dport: int, ts: int,
-             pnum: int, swap: bool) -> tuple[Conversation, int]:
-        old = self._keys.get((src, sport, dst, dport, pnum))
+             pnum: int, swap: bool, k: bytes | None = None) -> tuple[Conversation, int]:
+        """A new conversation; ``k`` is the ``_v4tcp`` key of the packet (IPv4 TCP only)."""
+        v4tcp = pnum == 6 and len(src) == 4
+        if v4tcp:
+            if k is None:
+                k = src + dst + _PORTS(sport, dport)
+            old = self._v4tcp.get(k)
+        else:
+            old = self._keys.get((src, sport, dst, dport, pnum))
         if old is not None:
             self._finish(old[0])
         cid = self.ids[proto]
@@ -98,11 +107,13 @@ class Summary:
         forward = (conv, 1 if swap else 0)
         backward = (conv, 0 if swap else 1)
         # Backward first: a packet sent to its own address and port keys both ways alike.
-        self._keys[(dst, dport, src, sport, pnum)] = backward
-        self._keys[(src, sport, dst, dport, pnum)] = forward
-        if pnum == 6 and len(src) == 4:
+        if v4tcp:
             self._v4tcp[dst + src + _PORTS(dport, sport)] = backward
-            self._v4tcp[src + dst + _PORTS(sport, dport)] = forward
+            assert k is not None
+            self._v4tcp[k] = forward
+        else:
+            self._keys[(dst, dport, src, sport, pnum)] = backward
+            self._keys[(src, sport, dst, dport, pnum)] = forward
         return forward
 
     def _finish(self, conv: Conversation) -> None:
@@ -231,9 +242,10 @@ class Summary:
                             src, dst = k[:4], k[4:8]
                             if e is None or (flags & 0x12 == 0x02 and e[0].split_by(seq)):
                                 e = new("tcp", src, sport, dst, dport, ts, 6,
-                                        flags & 0x12 == 0x12)
+                                        flags & 0x12 == 0x12, k)
                     else:
-                        e = keys.get((src, sport, dst, dport, 6))
+                        e = (v4tcp.get(src + dst + _PORTS(sport, dport)) if len(src) == 4
+                             else keys.get((src, sport, dst, dport, 6)))
                         if e is None or (flags & 0x12 == 0x02 and e[0].split_by(seq)):
                             e = new("tcp", src, sport, dst, dport, ts, 6, flags & 0x12 == 0x12)
                     conv, d = e

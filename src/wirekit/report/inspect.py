@@ -92,9 +92,10 @@ def summary_json(summary: Summary) -> dict[str, Any]:
 # No circular-reference bookkeeping: the report is a tree built here (it halves the cost of
 # encoding the HTTP exchanges); the output is the same.
 _ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
-_DETAIL_MEMO: dict[tuple[tuple[tuple[str, Any], ...], tuple[type, ...]], str] = {}
-_CONV = ('{"id":%d,"proto":%s,"client":"%s","server":"%s",'
-         '"packets":{"client_to_server":%d,"server_to_client":%d,"total":%d},'
+_DETAIL_MEMO: dict[tuple[Any, ...], str] = {}
+_HEAD = '{"id":%d,"proto":%s,"client":"%s","server":"%s",'
+_HEAD_V4 = '{"id":%d,"proto":%s,"client":"%d.%d.%d.%d:%d","server":"%d.%d.%d.%d:%d",'
+_BODY = ('"packets":{"client_to_server":%d,"server_to_client":%d,"total":%d},'
          '"bytes":{"client_to_server":%d,"server_to_client":%d,"total":%d},'
          '"start":%r,"duration":%r,"opened":%s,"closed":%s,"retransmissions":%d,'
          '"app":%s,"app_detail":%s}')
@@ -119,8 +120,9 @@ class _Names(dict[str | None, str]):
 def _detail(detail: dict[str, Any]) -> str:
     # Most details are a few scalars repeated across conversations ({"requests": 1, ...}).
     try:
-        # Types too: 1, 1.0 and True are equal keys but encode differently.
-        key = (tuple(detail.items()), tuple(map(type, detail.values())))
+        # Keys, values and the values' types (1, 1.0 and True are equal keys but encode
+        # differently) in one flat tuple: dicts of one size line up position by position.
+        key = (*detail, *detail.values(), *map(type, detail.values()))
         text = _DETAIL_MEMO.get(key)
     except TypeError:  # a list or dict inside: not hashable, encode it each time
         return _ENCODE(detail)
@@ -132,23 +134,28 @@ def _detail(detail: dict[str, Any]) -> str:
     return text
 
 
-def _conversation_text(first: int | None, conv: Conversation,
-                       names: _Names | None = None) -> str:
-    # Endpoints are digits, dots, colons and brackets: no JSON escaping needed.
-    if names is None:
-        names = _Names()
-    begin = first or conv.first_ns
-    p, b = conv.packets, conv.bytes
-    detail = conv.app_detail
-    start = conv.first_ns - begin
-    duration = conv.last_ns - conv.first_ns
-    return _CONV % (
-        conv.id, names[conv.proto], conv.client_text, conv.server_text,
-        p[0], p[1], p[0] + p[1], b[0], b[1], b[0] + b[1],
-        start / 1e9 if -_EXACT_NS < start < _EXACT_NS else round(start / 1e9, 9),
-        duration / 1e9 if -_EXACT_NS < duration < _EXACT_NS else round(duration / 1e9, 9),
-        names[conv.opened_state], names[conv.closed_state], conv.retransmissions,
-        names[conv.app], _detail(detail) if detail else "{}")
+def _conversations_text(first: int | None, convs: list[Conversation],
+                        names: _Names) -> Iterator[str]:
+    """One JSON object per conversation (endpoints are digits, dots, colons and brackets:
+    no escaping needed)."""
+    exact = _EXACT_NS
+    for conv in convs:
+        begin = first or conv.first_ns
+        p, b = conv.packets, conv.bytes
+        detail = conv.app_detail
+        start = conv.first_ns - begin
+        duration = conv.last_ns - conv.first_ns
+        (ca, cport), (sa, sport) = conv.client, conv.server
+        if len(ca) == 4 and len(sa) == 4:
+            head = _HEAD_V4 % (conv.id, names[conv.proto], *ca, cport, *sa, sport)
+        else:
+            head = _HEAD % (conv.id, names[conv.proto], conv.client_text, conv.server_text)
+        yield head + _BODY % (
+            p[0], p[1], p[0] + p[1], b[0], b[1], b[0] + b[1],
+            start / 1e9 if -exact < start < exact else round(start / 1e9, 9),
+            duration / 1e9 if -exact < duration < exact else round(duration / 1e9, 9),
+            names[conv.opened_state], names[conv.closed_state], conv.retransmissions,
+            names[conv.app], _detail(detail) if detail else "{}")
 
 
 def _list_text(items: list[Any], one: Any) -> Iterator[str]:
@@ -173,9 +180,8 @@ def summary_json_text(summary: Summary) -> Iterator[str]:
                  "offset": getattr(summary.error, "offset", None)}
     first = summary.first_ns
     yield '{"packets":%d,"conversations":[' % summary.packets  # noqa: UP031
-    names = _Names()
-    yield from _list_text(summary.conversations,
-                          lambda c: _conversation_text(first, c, names))
+    for i, text in enumerate(_conversations_text(first, summary.conversations, _Names())):
+        yield "," + text if i else text
     yield '],"tls":['
     yield from _list_text(summary.tls, _ENCODE)
     yield '],"http":['
