@@ -16,10 +16,11 @@ Recording is split in two halves so the relay never waits for the file:
   it (queue full): the file then shows a gap ("previous segment not captured"), exactly
   like a capture tool that lost packets, instead of silently joining unrelated bytes.
 
-* On the writer thread, :func:`frames` turns an event into Ethernet frames with valid
-  IPv4/IPv6 and TCP/UDP checksums.  Data is split into segments of the leg's MSS (65495
-  on IPv4 loopback, like Linux's ``lo``; 1460 otherwise) and the SYNs advertise that MSS
-  and a window scale, so one ACK per relay chunk never overflows the advertised window.
+* In the recorder's writer process, :func:`segments` (headers and payload slices, for
+  ``writev``) or :func:`frames` turn an event into Ethernet frames with valid IPv4/IPv6
+  and TCP/UDP checksums.  Data is split into segments of the leg's MSS (65495 on IPv4
+  loopback, like Linux's ``lo``; 1460 otherwise) and the SYNs advertise that MSS and a
+  window scale, so one ACK per relay chunk never overflows the advertised window.
 
 Pure: no sockets, no clock (timestamps are the tap's), no threads.
 """
@@ -156,7 +157,7 @@ class UdpLeg:
         self._offer((17, src, dst, 0, 0, 0, payload, ts, False))
 
 
-# -- the writer thread's half: events to frames ---------------------------------------------
+# -- the writer process's half: events to frames --------------------------------------------
 
 def _fold(data: bytes | memoryview) -> int:
     """The one's-complement sum of ``data`` as big-endian 16-bit words, modulo 0xFFFF.
@@ -217,7 +218,7 @@ def _udp(src: tuple[bytes, int], dst: tuple[bytes, int], payload: bytes, ident: 
 def _payload_sums(payload: bytes, mss: int, last: list[object]) -> list[int]:
     """Each segment's payload sum; the two legs of a forward carry the same bytes object
     one after the other, so the second leg reuses the first one's sums from ``last``
-    (``[payload, mss, sums]``, one per writer thread): half the cost."""
+    (``[payload, mss, sums]``, one per writer): half the cost."""
     if last[0] is payload and last[1] == mss:
         return last[2]  # type: ignore[return-value]
     view = memoryview(payload)
