@@ -10,7 +10,7 @@ from wirekit.dissect.summary import Summary
 from wirekit.pcapng import PcapngWriter
 from wirekit.pcapng.reader import open_buffer
 from wirekit.pcapng.synth import TcpFlow, udp_frame
-from wirekit.report.inspect import summary_json, summary_json_text
+from wirekit.report.inspect import HttpJson, summary_json, summary_json_text
 
 
 def _capture(path: Path) -> None:
@@ -44,3 +44,17 @@ def test_text_equals_compact_dumps(tmp_path: Path) -> None:
         if app:
             assert doc["http"] and doc["dns"] and doc["conversations"][0]["app"] == "http"
         assert "".join(summary_json_text(summary)) == json.dumps(doc, separators=(",", ":"))
+
+
+def test_http_encoded_as_found_gives_the_same_text(tmp_path: Path) -> None:
+    """The CLI's compact path: HTTP exchanges go to an HttpJson sink instead of dicts."""
+    path = tmp_path / "c.pcapng"
+    _capture(path)
+    sink = HttpJson()
+    plain, sunk = Summary(), Summary(on_http=sink)
+    for summary in (plain, sunk):
+        with open(path, "rb") as f:
+            summary.run(open_buffer(f))
+    assert len(sink.texts) == len(plain.http) >= 2 and not sunk.http
+    expected = json.dumps(summary_json(plain), separators=(",", ":"))
+    assert "".join(summary_json_text(sunk, sink)) == expected

@@ -74,7 +74,10 @@ def _run_inspect(config: InspectConfig) -> None:
     if config.packets and not config.json:
         def on_packet(line: str) -> None:
             out.write(line + "\n")
-    summary = Summary(app=config.app, follow=config.follow, on_packet=on_packet)
+    # The compact report (not for a terminal) takes the HTTP exchanges as JSON text.
+    compact = config.json and config.follow is None and not out.isatty()
+    http = render.HttpJson() if compact else None
+    summary = Summary(app=config.app, follow=config.follow, on_packet=on_packet, on_http=http)
     with open(config.path, "rb") as f:
         buf = open_buffer(f)
         update, stop = _progress(len(buf), sys.stderr.isatty() and not config.quiet)
@@ -90,9 +93,9 @@ def _run_inspect(config: InspectConfig) -> None:
     if config.follow is not None and follow is None:
         raise UsageError(f"no {config.follow[0]} conversation {config.follow[1]} in "
                          f"{config.path} (it has {summary.ids[config.follow[0]]})")
-    if config.json and follow is None and not out.isatty():
+    if compact:
         # The compact report, written without building the document first.
-        out.writelines(render.summary_json_text(summary))
+        out.writelines(render.summary_json_text(summary, http))
         out.write("\n")
     elif config.json:
         doc = render.summary_json(summary)

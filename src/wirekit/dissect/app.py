@@ -76,7 +76,7 @@ def _http(conv: Conversation, summary: Summary, c2s: bytes, s2c: bytes) -> None:
             if len(k) == 4 and k.lower() == "host":
                 host = v
                 break
-        summary.http.append({
+        summary.add_http({
             "conversation": conv.id, "method": method, "uri": uri, "host": host,
             "version": version, "request_headers": req_headers, "request_body_size": 0,
             "status": int(status_line[1]), "reason": status_line[2],
@@ -106,7 +106,7 @@ def _http(conv: Conversation, summary: Summary, c2s: bytes, s2c: bytes) -> None:
         resps = [r for r in evs if isinstance(r, HttpResponse) and not 100 <= r.status < 200]
     except ParseError as exc:
         error = (error + "; " if error else "") + f"responses: {exc}"
-    append = summary.http.append
+    append = summary.add_http
     cid = conv.id
     nreq, nresp = len(reqs), len(resps)
     for i in range(max(nreq, nresp)):

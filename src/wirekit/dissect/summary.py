@@ -53,7 +53,8 @@ class Summary:
 
     def __init__(self, *, app: bool = True, follow: tuple[str, int] | None = None,
                  app_limit: int = 65536,
-                 on_packet: Callable[[str], None] | None = None) -> None:
+                 on_packet: Callable[[str], None] | None = None,
+                 on_http: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.app = app
         self.follow_key = follow
         self.app_limit = app_limit
@@ -63,7 +64,10 @@ class Summary:
         self.conversations: list[Conversation] = []
         self.ids = {"tcp": 0, "udp": 0}
         self.followed: Conversation | None = None
+        # HTTP exchanges go to ``on_http`` when given (say, to be encoded at once instead
+        # of kept as dicts: millions of small objects on a big capture), else to ``http``.
         self.http: list[dict[str, Any]] = []
+        self.add_http: Callable[[dict[str, Any]], None] = on_http or self.http.append
         self.tls: list[dict[str, Any]] = []
         self.dns: list[dict[str, Any]] = []
         self.error: ParseError | None = None

@@ -42,7 +42,8 @@ from wirekit.dissect.conversations import Conversation
 from wirekit.dissect.summary import Summary
 from wirekit.report.hexdump import hexdump
 
-__all__ = ["follow_json", "follow_text", "summary_json", "summary_json_text", "summary_text"]
+__all__ = ["HttpJson", "follow_json", "follow_text", "summary_json", "summary_json_text",
+           "summary_text"]
 
 
 def _rel(summary: Summary, conv: Conversation) -> tuple[float, float]:
@@ -172,8 +173,21 @@ def _batches(items: list[dict[str, Any]], size: int = 2048) -> Iterator[str]:
         yield ("," if i else "") + text[1:-1]
 
 
-def summary_json_text(summary: Summary) -> Iterator[str]:
-    """The compact JSON report (``summary_json``, ``separators=(",", ":")``), in pieces."""
+class HttpJson:
+    """An ``on_http`` sink for ``Summary``: each HTTP exchange encoded as it is found (the
+    compact text is a fraction of the dict's memory), for ``summary_json_text``."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self._append = self.texts.append
+
+    def __call__(self, entry: dict[str, Any]) -> None:
+        self._append(_ENCODE(entry))
+
+
+def summary_json_text(summary: Summary, http: HttpJson | None = None) -> Iterator[str]:
+    """The compact JSON report (``summary_json``, ``separators=(",", ":")``), in pieces;
+    ``http`` is the sink the summary's HTTP exchanges went to, if any."""
     error = None
     if summary.error is not None:
         error = {"message": str(summary.error),
@@ -185,7 +199,12 @@ def summary_json_text(summary: Summary) -> Iterator[str]:
     yield '],"tls":['
     yield from _list_text(summary.tls, _ENCODE)
     yield '],"http":['
-    yield from _batches(summary.http)
+    if http is None:
+        yield from _batches(summary.http)
+    else:
+        texts = http.texts
+        for i in range(0, len(texts), 2048):
+            yield ("," if i else "") + ",".join(texts[i : i + 2048])
     yield '],"dns":['
     yield from _list_text(summary.dns, _ENCODE)
     yield '],"error":' + _ENCODE(error) + "}"
