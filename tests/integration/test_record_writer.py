@@ -230,3 +230,22 @@ def test_a_killed_writer_is_one_error_and_the_recorder_carries_on(tmp_path: Path
     rec.close()
     assert errors == [rec.error] and "the writer process ended" in errors[0]
     assert payloads(tmp_path / "killed-writer.pcapng")[(0, 40000, 8080)] == b"before"
+
+
+def test_a_ring_of_one_payload_takes_the_next_once_the_writer_took_the_last(
+        tmp_path: Path) -> None:
+    path = tmp_path / "tight.pcapng"
+    rec = Recorder(path, queue_size=4, max_bytes=100_000)  # room for one 90 kB chunk
+    a, b = rec.tcp(C, S), rec.tcp(("127.0.0.1", 40001), ("127.0.0.1", 9090))
+    a.open(time.time_ns())
+    b.open(time.time_ns())
+    wait_for(lambda: caught_up(rec), 10, "the writer to catch up")
+    sent = [os.urandom(90_000) for _ in range(6)]
+    for data in sent:
+        for leg in (a, b):  # the second leg refers to the first leg's record
+            leg.data("c", data, time.time_ns())
+            wait_for(lambda: caught_up(rec), 10, "the writer to catch up")
+    rec.close()
+    assert rec.dropped == 0
+    got = payloads(path)
+    assert got[(0, 40000, 8080)] == got[(0, 40001, 9090)] == b"".join(sent)

@@ -19,11 +19,12 @@ write end of a *status* pipe::
 
 The control area at the start of the block holds the counters (below); the ring follows
 (and ``RECORD.size`` spare bytes, so a header is always readable at any record offset).
-Positions only grow; ``pos % capacity`` is the offset.  A record never wraps: when it does
-not fit before the end, a ``WRAP`` record fills the rest.  The relay writes the payload of
+Positions only grow; ``pos % capacity`` is the offset.  A record's header never wraps
+(when it does not fit before the end, a ``WRAP`` record fills the rest); its payload may
+continue at the start of the ring.  The relay writes the payload of
 the second leg of a forward (the same bytes object as the first leg's) as a ``SAME``
-record with no payload: the writer uses the previous ``EVENT``'s payload, which it keeps
-(``read_pos`` stays at that record's start until a newer payload record is done).
+record with no payload: the writer uses the previous ``EVENT``'s payload, of which it
+keeps a copy (so every slot it has read is free again at once).
 
 Priority: the writer runs at ``nice`` 10.  With CPU to spare it keeps up and records
 everything; when the CPUs are saturated (a bulk transfer on a busy machine), the relay and
@@ -107,8 +108,7 @@ class _Writer:
         self.failed = False
         self.rpos = 0
         self.packets = self.events = self.payload = 0
-        self.last: memoryview | None = None
-        self.last_start = 0
+        self.last: bytes | None = None  # the last EVENT's payload, for a SAME record
         self.ident = 0
         self.cache: list[object] = [None, 0, []]
 
@@ -122,8 +122,7 @@ class _Writer:
             self.say(f"error {exc.errno or 0} {exc.strerror or exc}")
 
     def publish(self) -> None:
-        pos = self.rpos if self.last is None else min(self.rpos, self.last_start)
-        COUNTERS.pack_into(self.mm, 8, pos, self.packets, self.events, self.payload)
+        COUNTERS.pack_into(self.mm, 8, self.rpos, self.packets, self.events, self.payload)
 
     def flush(self, bufs: list[bytes | memoryview], frames: int) -> None:
         if bufs and not self.failed:
@@ -144,21 +143,28 @@ class _Writer:
             bufs: list[bytes | memoryview] = []
             frames = nbytes = 0
             while self.rpos < wpos and len(bufs) < _IOV and nbytes < _BATCH:
-                off = CONTROL + self.rpos % cap
+                off = self.rpos % cap
                 (length, kind, iface, proto, flags, ack_after, alen, sport, dport, seq, ack,
-                 ts, plen, src, dst) = unpack(mm, off)
-                start = self.rpos
+                 ts, plen, src, dst) = unpack(mm, CONTROL + off)
                 self.rpos += length
                 if kind == WRAP:
                     continue
                 self.events += 1
+                payload: bytes | memoryview
                 if kind == SAME and self.last is not None:
-                    payload: memoryview = self.last
+                    payload = self.last
                 else:
-                    payload = ring[off + size : off + size + plen]
+                    start = CONTROL + off + size
+                    end = start + plen
+                    if end <= CONTROL + cap:
+                        payload = ring[start:end]
+                    else:  # around the end of the ring
+                        payload = b"".join((ring[start : CONTROL + cap],
+                                            ring[CONTROL : end - cap]))
                     self.payload += plen
                     if kind == EVENT and plen:
-                        self.last, self.last_start = payload, start
+                        # A copy (one memcpy): the ring slot is free once published.
+                        self.last = payload = bytes(payload)
                 if self.failed:
                     continue
                 if kind == SECRETS:  # ahead of the packets they decrypt

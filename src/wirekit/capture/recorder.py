@@ -157,7 +157,7 @@ class Recorder:
         self._last: bytes | None = None  # the payload of the last EVENT record
         self._isn = 1000
         self._lock = threading.Lock()  # offer() against close() from another thread
-        size = max_bytes + (self._queue_size + 1) * RECORD.size
+        size = max_bytes + (self._queue_size + 2) * RECORD.size
         self._capacity = (size + 7) & ~7
         try:
             self._start()
@@ -237,19 +237,25 @@ class Recorder:
             need = (RECORD.size + body + 7) & ~7
             pos, cap = self._wpos, self._capacity
             room = cap - pos % cap
-            skip = room if need > room else 0
+            skip = room if room < RECORD.size else 0  # a header never wraps; a payload may
             if pos + skip + need - rpos > cap:
                 self._drop(event)
                 return
-            if skip:  # no record wraps around: fill the end, start at 0
+            if skip:
                 _WRAP.pack_into(mm, CONTROL + pos % cap, room, WRAP)
                 pos += room
-            off = CONTROL + pos % cap
-            RECORD.pack_into(mm, off, need, kind, iface, proto, flags, ack_after,
+            off = pos % cap
+            RECORD.pack_into(mm, CONTROL + off, need, kind, iface, proto, flags, ack_after,
                              len(src[0]), src[1], dst[1], seq, ack, ts, body, src[0], dst[0])
             if body:
                 off += RECORD.size
-                mm[off : off + body] = payload
+                first = min(body, cap - off)
+                if first == body:
+                    mm[CONTROL + off : CONTROL + off + body] = payload
+                else:  # around the end of the ring
+                    view = memoryview(payload)
+                    mm[CONTROL + off : CONTROL + cap] = view[:first]
+                    mm[CONTROL : CONTROL + body - first] = view[first:]
                 self._queued_bytes += body
                 if kind == EVENT:
                     self._last = payload
