@@ -249,3 +249,17 @@ def test_a_ring_of_one_payload_takes_the_next_once_the_writer_took_the_last(
     assert rec.dropped == 0
     got = payloads(path)
     assert got[(0, 40000, 8080)] == got[(0, 40001, 9090)] == b"".join(sent)
+
+
+def test_a_writer_that_cannot_start_is_a_usage_error_and_leaks_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wirekit.errors import UsageError
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError(24, "Too many open files")
+
+    before = len(os.listdir("/proc/self/fd"))
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    with pytest.raises(UsageError, match="cannot start the writer process: Too many open"):
+        Recorder(tmp_path / "never.pcapng")
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -86,7 +86,11 @@ def _shared(size: int) -> int:
         with tempfile.NamedTemporaryFile(prefix="wirekit-recorder-", delete=False) as f:
             fd = os.dup(f.fileno())
         os.unlink(f.name)
-    os.ftruncate(fd, size)
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        os.close(fd)
+        raise
     return fd
 
 
@@ -162,7 +166,8 @@ class Recorder:
         try:
             self._start()
         except OSError as exc:
-            self._file.close()
+            with contextlib.suppress(OSError):
+                self._file.close()
             raise UsageError(f"cannot record to {self.path}: cannot start the writer "
                              f"process: {exc.strerror or exc}") from exc
 
@@ -182,6 +187,8 @@ class Recorder:
         except BaseException:
             for fd in mine:
                 _release(fd)
+            if hasattr(self, "_mm"):
+                self._mm.close()
             raise
         finally:
             for fd in (shm, wake_r, status_w):  # the writer's now
