@@ -92,7 +92,15 @@ def summary_json(summary: Summary) -> dict[str, Any]:
 
 # No circular-reference bookkeeping: the report is a tree built here (it halves the cost of
 # encoding the HTTP exchanges); the output is the same.
-_ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+_ENCODE = _ENCODER.encode
+# The same encoder made once (``encode`` builds one per call, which costs as much as a small
+# HTTP exchange's encoding): a callable ``(obj, 0)`` giving the text in pieces.
+_encode_one: Any = _ENCODER.iterencode
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+if _c_make_encoder is not None:
+    _encode_one = _c_make_encoder(None, _ENCODER.default, _jstr, None, ":", ",", False, False,
+                                  True)
 _DETAIL_MEMO: dict[tuple[Any, ...], str] = {}
 _HEAD = '{"id":%d,"proto":%s,"client":"%s","server":"%s",'
 _HEAD_V4 = '{"id":%d,"proto":%s,"client":"%d.%d.%d.%d:%d","server":"%d.%d.%d.%d:%d",'
@@ -182,7 +190,7 @@ class HttpJson:
         self._append = self.texts.append
 
     def __call__(self, entry: dict[str, Any]) -> None:
-        self._append(_ENCODE(entry))
+        self._append("".join(_encode_one(entry, 0)))
 
 
 def summary_json_text(summary: Summary, http: HttpJson | None = None) -> Iterator[str]:
