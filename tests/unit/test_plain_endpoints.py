@@ -26,3 +26,19 @@ def test_plain_endpoints(client: tuple[str, int], server: tuple[str, int],
     plain_key = {(ipaddress.ip_address(h).packed, p) for h, p in plain}
     assert key != plain_key  # what tshark tells connections apart by
     assert plain[1][1] == server[1]  # tcp.port == SERVER finds both legs
+
+
+@pytest.mark.parametrize(("host", "mss"), [
+    ("127.0.0.1", 65495), ("10.0.0.1", 1460), ("::1", 65475),
+    ("::ffff:127.0.0.1", 65475),  # the plaintext leg of a loopback TLS connection
+    ("::ffff:10.0.0.1", 1440), ("2001:db8::1", 1440),
+])
+def test_segment_size_follows_the_interface_the_address_is_on(host: str, mss: int) -> None:
+    from wirekit.capture.flows import TcpLeg, segments
+
+    events: list = []
+    leg = TcpLeg(events.append, (host, 40000), (host, 8443), isn=1)
+    leg.open(1)
+    leg.data("c", b"x" * (2 * mss + 1), 2)
+    sizes = [len(payload) for event in events for _, payload in segments(event, 0)]
+    assert [n for n in sizes if n] == [mss, mss, 1]

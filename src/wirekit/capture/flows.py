@@ -31,7 +31,7 @@ import ipaddress
 import struct
 from collections.abc import Callable
 
-__all__ = ["Event", "TcpLeg", "UdpLeg", "frames", "mss_for", "segments"]
+__all__ = ["Event", "TcpLeg", "UdpLeg", "frames", "mss_of", "segments"]
 
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 _ETH_IPV4 = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"
@@ -50,13 +50,19 @@ Event = tuple[int, tuple[bytes, int], tuple[bytes, int], int, int, int, bytes, i
 Offer = Callable[[Event], None]
 
 
-def mss_for(host: str) -> int:
-    """The MSS Linux would use: the loopback MTU (65536) or Ethernet's 1500."""
-    ip = ipaddress.ip_address(host)
-    v6 = ip.version == 6
-    if ip.is_loopback:
-        return 65475 if v6 else 65495
-    return 1440 if v6 else 1460
+_V6_LOOPBACK = b"\0" * 15 + b"\1"
+_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+
+
+def mss_of(packed: bytes) -> int:
+    """The MSS Linux would use from a packed source address: the loopback MTU (65536) or
+    Ethernet's 1500.  An IPv4-mapped loopback address (the plaintext leg of a recorded
+    ``connect``/``serve`` TLS connection) is loopback in an IPv6 frame."""
+    if len(packed) == 4:
+        return 65495 if packed[:1] == b"\x7f" else 1460
+    if packed == _V6_LOOPBACK or (packed[:12] == _V4_MAPPED and packed[12:13] == b"\x7f"):
+        return 65475
+    return 1440
 
 
 def _packed(host: str) -> bytes:
@@ -236,8 +242,7 @@ def segments(event: Event, ident: int, cache: list[object] | None = None,
     proto, src, dst, seq, ack, flags, payload, _ts, ack_after = event
     if proto == 17:
         return [(_udp(src, dst, payload, ident), b"")]
-    mss = 65495 if src[0][:1] == b"\x7f" else (
-        65475 if src[0] == b"\0" * 15 + b"\1" else (1460 if len(src[0]) == 4 else 1440))
+    mss = mss_of(src[0])
     out: list[tuple[bytes, bytes | memoryview]] = []
     if flags & SYN:
         opts = struct.pack("!BBHBBBB", 2, 4, mss, 1, 3, 3, _WSCALE)

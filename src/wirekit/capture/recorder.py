@@ -52,7 +52,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 import wirekit
-from wirekit.capture.flows import Event, TcpLeg, UdpLeg
+from wirekit.capture.flows import Event, TcpLeg, UdpLeg, mss_of
 from wirekit.capture.record_writer import (
     CONTROL,
     COUNTERS,
@@ -284,8 +284,7 @@ class Recorder:
         self.dropped_events += 1
         n = len(event[6])
         if event[0] == 6:
-            mss = 1460 if len(event[1][0]) == 4 and event[1][0][:1] != b"\x7f" else 65495
-            self.dropped += max(1, -(-n // mss)) + (1 if event[8] else 0)
+            self.dropped += max(1, -(-n // mss_of(event[1][0]))) + (1 if event[8] else 0)
         else:
             self.dropped += 1
 
