@@ -251,15 +251,70 @@ def test_a_ring_of_one_payload_takes_the_next_once_the_writer_took_the_last(
     assert got[(0, 40000, 8080)] == got[(0, 40001, 9090)] == b"".join(sent)
 
 
+@pytest.mark.parametrize("failing", ["Popen", "second pipe"])
 def test_a_writer_that_cannot_start_is_a_usage_error_and_leaks_nothing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
     from wirekit.errors import UsageError
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise OSError(24, "Too many open files")
 
+    real_pipe, pipes = os.pipe, []
+
+    def second_pipe_fails() -> tuple[int, int]:
+        pipes.append(1)
+        if len(pipes) == 2:
+            refuse()
+        return real_pipe()
+
     before = len(os.listdir("/proc/self/fd"))
-    monkeypatch.setattr(subprocess, "Popen", refuse)
+    if failing == "Popen":
+        monkeypatch.setattr(subprocess, "Popen", refuse)
+    else:
+        monkeypatch.setattr(os, "pipe", second_pipe_fails)
     with pytest.raises(UsageError, match="cannot start the writer process: Too many open"):
         Recorder(tmp_path / "never.pcapng")
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_the_recording_is_private_to_its_owner(tmp_path: Path) -> None:
+    path = tmp_path / "keys.pcapng"  # it may hold TLS keys and plaintext
+    with Recorder(path):
+        pass
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_second_close_waits_for_the_first(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "twice.pcapng"
+    rec = Recorder(path)
+    leg = rec.tcp(C, S)
+    os.kill(rec._proc.pid, signal.SIGSTOP)  # the first close() waits for the writer
+    try:
+        leg.open(time.time_ns())
+        leg.data("c", b"queued before close", time.time_ns())
+        first = threading.Thread(target=rec.close)
+        first.start()
+        wait_for(lambda: rec._closed, 10, "the first close() to begin")
+        second = threading.Thread(target=rec.close)
+        second.start()
+        second.join(0.3)
+        assert second.is_alive()  # still waiting: the file is not complete yet
+    finally:
+        os.kill(rec._proc.pid, signal.SIGCONT)
+    second.join(30)
+    first.join(30)
+    assert not second.is_alive() and rec.packets > 0
+    assert payloads(path)[(0, 40000, 8080)] == b"queued before close"
+
+
+def test_no_module_of_the_callers_directory_runs_in_the_writer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    marker = tmp_path / "ran"
+    (tmp_path / "select.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    with Recorder(tmp_path / "safe.pcapng") as rec:
+        rec.tcp(C, S).open(time.time_ns())
+    assert rec.error is None and rec.packets == 3
+    assert not marker.exists()

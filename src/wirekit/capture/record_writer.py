@@ -26,6 +26,12 @@ the second leg of a forward (the same bytes object as the first leg's) as a ``SA
 record with no payload: the writer uses the previous ``EVENT``'s payload, of which it
 keeps a copy (so every slot it has read is free again at once).
 
+Memory ordering: the relay stores the record, then ``write_pos``, with plain stores into the
+mapping.  x86-64 keeps stores in order (TSO), so the writer never sees a position ahead of
+its record; on a weakly ordered CPU (aarch64) that is not guaranteed.  A header that cannot
+be (a length that is zero, unaligned or past the ring) stops the recording with one error
+line instead of looping; a torn payload there would go unnoticed.
+
 Priority: the writer runs at ``nice`` 10.  With CPU to spare it keeps up and records
 everything; when the CPUs are saturated (a bulk transfer on a busy machine), the relay and
 its peers keep the CPU, the ring overflows and the drops are counted, as the issue asks
@@ -146,6 +152,9 @@ class _Writer:
                 off = self.rpos % cap
                 (length, kind, iface, proto, flags, ack_after, alen, sport, dport, seq, ack,
                  ts, plen, src, dst) = unpack(mm, CONTROL + off)
+                if length < 8 or length & 7 or length > cap or (
+                        kind != WRAP and RECORD.size + plen > length):
+                    raise RingCorrupt(f"bad record at ring position {self.rpos}")
                 self.rpos += length
                 if kind == WRAP:
                     continue
@@ -207,6 +216,10 @@ class _Writer:
                 frames += len(segs)
             self.flush(bufs, frames)
             self.publish()
+
+
+class RingCorrupt(Exception):
+    """A record header that cannot be (the relay and the writer disagree about the ring)."""
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -137,7 +137,10 @@ class Recorder:
                  on_error: Callable[[str], None] | None = None) -> None:
         self.path = os.fspath(path)
         try:
-            self._file: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 (closed in close())
+            # 0600, like dumpcap's files: a recording may hold TLS keys and plaintext.
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                         0o600)
+            self._file: IO[bytes] = os.fdopen(fd, "wb")  # closed in close()
         except OSError as exc:
             raise UsageError(f"cannot record to {self.path}: {exc.strerror or exc}") from exc
         try:
@@ -153,6 +156,7 @@ class Recorder:
         self.dropped_events = 0
         self.error: str | None = None
         self._closed = False
+        self._done = threading.Event()  # set when close() has finished (for other callers)
         self._final = (0, 0, 0, 0)  # the writer's counters once it has exited
         self._queue_size = max(1, queue_size)
         self._queued = 0  # events in the ring, ever
@@ -172,17 +176,28 @@ class Recorder:
                              f"process: {exc.strerror or exc}") from exc
 
     def _start(self) -> None:
-        shm = _shared(CONTROL + self._capacity + RECORD.size)
-        wake_r, wake_w = os.pipe()
-        status_r, status_w = os.pipe()
-        mine = [wake_w, status_r]
+        theirs: list[int] = []  # the writer's descriptors: closed here once it has them
+        mine: list[int] = []
         try:
+            shm = _shared(CONTROL + self._capacity + RECORD.size)
+            theirs.append(shm)
+            wake_r, wake_w = os.pipe()
+            theirs.append(wake_r)
+            mine.append(wake_w)
+            status_r, status_w = os.pipe()
+            theirs.append(status_w)
+            mine.append(status_r)
             self._mm = mmap.mmap(shm, CONTROL + self._capacity + RECORD.size)
             os.set_blocking(wake_w, False)
             fds = (self._file.fileno(), shm, wake_r, status_w)
+            # -P and cwd "/": no module of the caller's directory shadows the stdlib in the
+            # writer; its own session: a terminal's Ctrl-C, meant for the relay process,
+            # cannot stop it before it has set its signals (the wake pipe still ends it).
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", _START, _ROOT, *map(str, fds), str(self._capacity)],
-                pass_fds=fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                [sys.executable, "-P", "-c", _START, _ROOT, *map(str, fds),
+                 str(self._capacity)],
+                pass_fds=fds, cwd="/", start_new_session=True, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL)  # its errors come through the status pipe
         except BaseException:
             for fd in mine:
@@ -191,7 +206,7 @@ class Recorder:
                 self._mm.close()
             raise
         finally:
-            for fd in (shm, wake_r, status_w):  # the writer's now
+            for fd in theirs:
                 _release(fd)
         self._wake = wake_w
         self._status = status_r
@@ -324,23 +339,29 @@ class Recorder:
                 self.on_error(self.error)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Write what is queued, then close the file and end the writer (idempotent)."""
+        """Write what is queued, then close the file and end the writer (idempotent; a
+        second caller waits for the first one's close to finish)."""
         with self._lock:
-            if self._closed:
-                return
+            closing = self._closed
             self._closed = True
-        self._finalizer()  # the wake pipe's end-of-file: the writer drains, then exits
+        if closing:
+            self._done.wait(timeout)
+            return
         try:
-            self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._watcher.join(timeout)
-        self._final = self._counters()
-        self._mm.close()
-        _release(self._status)
-        with contextlib.suppress(OSError):
-            self._file.close()
+            self._finalizer()  # the wake pipe's end-of-file: the writer drains, then exits
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._watcher.join(timeout)
+            self._final = self._counters()
+            self._mm.close()
+            _release(self._status)
+            with contextlib.suppress(OSError):
+                self._file.close()
+        finally:
+            self._done.set()
 
     async def aclose(self, timeout: float = 30.0) -> None:
         import asyncio
