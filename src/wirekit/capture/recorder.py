@@ -231,7 +231,7 @@ class Recorder:
         if self._closed and self._mm.closed:
             return self._final
         try:
-            return COUNTERS.unpack_from(self._mm, 8)  # type: ignore[return-value]
+            return COUNTERS.unpack_from(self._mm, 8)
         except ValueError:  # closed meanwhile
             return self._final
 

@@ -19,7 +19,7 @@ decrypts the server's first encrypted flight too).
 A leg is bound to its TCP connection (addresses, the SYN) as soon as its SSLObject is
 made wherever wirekit runs the handshake (``connect tls://``, the TLS listeners of
 ``serve`` and ``forward``, a forward's TLS target): the handshake task's
-:data:`wirekit.net.tls.HANDSHAKE` names the connection.  Otherwise events are held until
+:data:`wirekit.tls.handshake.HANDSHAKE` names the connection.  Otherwise events are held until
 :meth:`TlsLegTap.bind_pair` and written after the leg's TCP handshake.
 
 A failed handshake (the certificate refused, no client certificate, no common version)
@@ -53,12 +53,12 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from wirekit.capture.flows import TcpLeg
-from wirekit.net.tls import HANDSHAKE
+from wirekit.tls.handshake import HANDSHAKE
 
 if TYPE_CHECKING:
     from wirekit.address import Address
     from wirekit.capture.recorder import Recorder
-    from wirekit.net.tls import Handshake
+    from wirekit.tls.handshake import Handshake
 
 __all__ = ["TlsLegTap", "plain_endpoints", "record_context"]
 

@@ -39,22 +39,20 @@ itself stays on).
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import datetime as dt
 import os
 import socket
 import ssl
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from wirekit.errors import CertificateError, TLSError, UsageError, WirekitError
 from wirekit.tls.context import client_context, server_hostname
+from wirekit.tls.handshake import HANDSHAKE, Handshake
 
 __all__ = [
-    "HANDSHAKE",
     "ClientTLS",
-    "Handshake",
     "client_tls",
     "explain_alert",
     "explain_client_failure",
@@ -98,39 +96,6 @@ class _Explaining(ssl.SSLObject):
         if revocation is not None and not self.server_side:
             revocation.check(self)
 
-
-@dataclass(slots=True)
-class Handshake:
-    """The TCP connection whose TLS handshake runs in the current task.
-
-    The SSLObject is made in a callback of the transport, which runs in a copy of the
-    task's context: through :data:`HANDSHAKE`, its class (``sslobject_class``, e.g. a
-    recording one, :mod:`wirekit.capture.tls_record`) learns which TCP connection it
-    serves and may ask to hear of a failed handshake (``on_failure``), which the
-    exception alone cannot tell it (a refused certificate often shows as a bare reset).
-    """
-
-    server_side: bool
-    client: tuple[str, int] | None  # None: the socket was gone before we asked
-    server: tuple[str, int] | None
-    on_failure: list[Callable[[], None]] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, sock: socket.socket, *, server_side: bool) -> Handshake:
-        local = peer = None
-        with contextlib.suppress(OSError):
-            name, other = sock.getsockname(), sock.getpeername()
-            local, peer = (str(name[0]), int(name[1])), (str(other[0]), int(other[1]))
-        return cls(True, peer, local) if server_side else cls(False, local, peer)
-
-    def failed(self) -> None:
-        for callback in self.on_failure:
-            with contextlib.suppress(Exception):  # a recorder's trouble is not the caller's
-                callback()
-
-
-HANDSHAKE: contextvars.ContextVar[Handshake | None] = contextvars.ContextVar(
-    "wirekit_tls_handshake", default=None)
 
 
 @contextlib.contextmanager
