@@ -60,7 +60,8 @@ def caught_up(rec: Recorder) -> bool:
 def test_both_legs_share_one_copy_and_the_ring_wraps_without_losing_bytes(
         tmp_path: Path) -> None:
     path = tmp_path / "wrap.pcapng"
-    # A ring of ~300 kB: the 70 kB payloads wrap around it many times.
+    # A ring of ~840 kB (max_bytes plus the record headers): the 70 kB payloads wrap
+    # around it many times.
     rec = Recorder(path, max_bytes=300_000)
     a, b = rec.tcp(C, S), rec.tcp(("127.0.0.1", 40001), ("127.0.0.1", 9090))
     sent = [os.urandom(70_000 + n) for n in range(30)]

@@ -70,7 +70,8 @@ class _TappedTransport:
         self._t.close()
 
     def abort(self) -> None:
-        if self._ours == "c":  # our own socket: no SO_LINGER, the kernel sends a FIN
+        if self._ours == "c":  # our socket, no SO_LINGER: the kernel sends a FIN (an RST
+            # only if unread data waits in its receive queue, which is not tracked here)
             self._leg.fin("c", time.time_ns())
         else:
             self._leg.reset("s", time.time_ns())

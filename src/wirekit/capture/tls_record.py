@@ -74,7 +74,8 @@ def plain_endpoints(client: tuple[str, int],
     broken stream: the plaintext leg shows the same hosts in the other IP notation,
     IPv4 as IPv4-mapped IPv6 (``::ffff:127.0.0.1``) and IPv4-mapped IPv6 as plain IPv4,
     with the same ports.  An IPv6 address has no other notation: there the client's port
-    is shown with its top bit flipped instead (an ephemeral port never collides with it).
+    is shown with its top bit flipped instead (Linux's ephemeral ports, 32768 and up, then
+    land below 32768, where clients rarely are).
     """
     c = ipaddress.ip_address(client[0])
     s = ipaddress.ip_address(server[0])
@@ -279,8 +280,8 @@ def _recording_class(base: Any, tap: TlsLegTap | Any) -> Any:
             failed: ssl.SSLError | None = None
             try:
                 return fn(*args)
-            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-                raise
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, ssl.SSLSyscallError):
+                raise  # asyncio and uvloop retry on these (their SSLAgainErrors)
             except ssl.SSLError as exc:
                 failed = exc
                 raise
@@ -291,8 +292,8 @@ def _recording_class(base: Any, tap: TlsLegTap | Any) -> Any:
                 pushed = inner_out.read()
                 if pushed:
                     outer_out.write(pushed)
-                    if failed is None:  # a failed call's output never leaves: the
-                        tap._cipher("c", pushed)  # transport gives up at once
+                    if failed is None:  # a failed call's output (its alert) is not
+                        tap._cipher("c", pushed)  # flushed by the transport: not here
                 if failed is not None:
                     tap._failed(failed)
 
