@@ -263,3 +263,40 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
                                      not_before=now - 30 * day, not_after=now - 3 * day)),
         client_stranger=pair(stranger.issue(["mallory"], d / "mallory", client=True)),
     )
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs (needs root: fails under WIREKIT_REQUIRE_PEERS=1 without it): a disk
+    that fills up, for the recorders' ENOSPC paths."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                          capture_output=True, text=True, check=False)
+    require(proc.returncode == 0,
+            f"cannot mount a tiny tmpfs for the disk-full test: {proc.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+
+
+@pytest.fixture
+def wirekit_sshd(tmp_path: Path, wirekit_proc: Callable[..., WirekitProcess]):  # type: ignore[no-untyped-def]
+    """``wirekit sshd`` on an ephemeral loopback port with a fresh ed25519 client key:
+    ``(port, SSHOptions)`` for :func:`wirekit.ssh.tunnel.tunnel` (the host key trusted on
+    first use, into a known_hosts of this test's own)."""
+    asyncssh = need_module("asyncssh")
+    from wirekit.ssh.connect import SSHOptions
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    key.write_private_key(str(tmp_path / "id"))
+    os.chmod(tmp_path / "id", 0o600)
+    key.write_public_key(str(tmp_path / "authorized_keys"))
+    sshd = wirekit_proc("sshd", "127.0.0.1:0", "--state-dir", str(tmp_path / "state"),
+                        "--authorized-keys", str(tmp_path / "authorized_keys"))
+    _, _, port = sshd.listening()
+    options = SSHOptions(identity_files=(str(tmp_path / "id"),), agent=False,
+                         known_hosts=str(tmp_path / "known_hosts"), accept_new=True,
+                         connect_timeout=10.0)
+    return port, options

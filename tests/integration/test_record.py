@@ -11,14 +11,14 @@ import socket
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import wirekit
-from conftest import need_module, require, wait_for
+from conftest import wait_for
 from wirekit.capture.flows import FIN, RST, SYN
 from wirekit.capture.recorder import Recorder
 from wirekit.errors import ParseError
@@ -284,20 +284,6 @@ def test_killed_recording_reads_cleanly(tmp_path: Path, wirekit_proc, echo_port:
     assert sum(v == payload for v in flows.values()) == 12  # 3 conns x 2 legs x 2 ways
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    require(proc.returncode == 0,
-            f"cannot mount a tiny tmpfs for the disk-full test: {proc.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
 def test_full_disk_stops_recording_with_one_line_and_forward_keeps_relaying(
         tiny_disk: Path, wirekit_proc, echo_port: int) -> None:  # type: ignore[no-untyped-def]
     path = tiny_disk / "full.pcapng"
@@ -364,22 +350,11 @@ def test_connect_record_writes_the_session(tmp_path: Path, echo_port: int) -> No
     assert sum(1 for f in flags if f & SYN) == 2 and sum(1 for f in flags if f & FIN) == 2
 
 
-async def test_tunnel_record_writes_the_local_leg(tmp_path: Path, wirekit_proc,  # type: ignore[no-untyped-def]
+async def test_tunnel_record_writes_the_local_leg(tmp_path: Path, wirekit_sshd,  # type: ignore[no-untyped-def]
                                                   echo_port: int) -> None:
-    asyncssh = need_module("asyncssh")
-    from wirekit.ssh.connect import SSHOptions
     from wirekit.ssh.tunnel import tunnel
 
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    key.write_private_key(str(tmp_path / "id"))
-    os.chmod(tmp_path / "id", 0o600)
-    key.write_public_key(str(tmp_path / "authorized_keys"))
-    sshd = wirekit_proc("sshd", "127.0.0.1:0", "--state-dir", str(tmp_path / "state"),
-                        "--authorized-keys", str(tmp_path / "authorized_keys"))
-    _, _, ssh_port = sshd.listening()
-    options = SSHOptions(identity_files=(str(tmp_path / "id"),), agent=False,
-                         known_hosts=str(tmp_path / "known_hosts"), accept_new=True,
-                         connect_timeout=10.0)
+    ssh_port, options = wirekit_sshd
     path = tmp_path / "tunnel.pcapng"
     payload = os.urandom(100_000)
     with Recorder(path) as rec:

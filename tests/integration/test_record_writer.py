@@ -11,12 +11,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import require, wait_for
+from conftest import wait_for
 from wirekit.capture.recorder import Recorder
 from wirekit.errors import ParseError
 from wirekit.pcapng import DecryptionSecrets, Interface, Packet, read
@@ -176,20 +175,6 @@ def test_writer_drains_and_exits_when_the_recording_process_is_killed(tmp_path: 
             os.kill(writer, signal.SIGKILL)
     # It wrote everything that was queued before it went.
     assert payloads(path)[(0, 40000, 8080)] == b"".join(bytes([n]) * 10_000 for n in range(50))
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    require(proc.returncode == 0,
-            f"cannot mount a tiny tmpfs for the disk-full test: {proc.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 def test_full_disk_reports_one_error_and_offers_become_no_ops(tiny_disk: Path) -> None:

@@ -16,22 +16,7 @@ from wirekit.capture.recorder import Recorder
 
 asyncssh = need_module("asyncssh")
 
-from wirekit.ssh.connect import SSHOptions  # noqa: E402
 from wirekit.ssh.tunnel import tunnel  # noqa: E402
-
-
-def start_sshd(tmp_path: Path, wirekit_proc: Any) -> tuple[int, SSHOptions]:
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    key.write_private_key(str(tmp_path / "id"))
-    os.chmod(tmp_path / "id", 0o600)
-    key.write_public_key(str(tmp_path / "authorized_keys"))
-    sshd = wirekit_proc("sshd", "127.0.0.1:0", "--state-dir", str(tmp_path / "state"),
-                        "--authorized-keys", str(tmp_path / "authorized_keys"))
-    _, _, port = sshd.listening()
-    options = SSHOptions(identity_files=(str(tmp_path / "id"),), agent=False,
-                         known_hosts=str(tmp_path / "known_hosts"), accept_new=True,
-                         connect_timeout=10.0)
-    return port, options
 
 
 async def ask(port: int, payload: bytes) -> bytes:
@@ -45,9 +30,9 @@ async def ask(port: int, payload: bytes) -> bytes:
     return got
 
 
-async def test_tunnel_record_remote_leg_and_ssh_leg(tmp_path: Path, wirekit_proc: Any,
+async def test_tunnel_record_remote_leg_and_ssh_leg(tmp_path: Path, wirekit_sshd: Any,
                                                    echo_port: int) -> None:
-    ssh_port, options = start_sshd(tmp_path, wirekit_proc)
+    ssh_port, options = wirekit_sshd
     path = tmp_path / "tunnel.pcapng"
     remote_payload = b"through the remote forward\n" * 2000
     local_payload = os.urandom(30_000)
@@ -118,8 +103,8 @@ async def test_tunnel_record_remote_leg_and_ssh_leg(tmp_path: Path, wirekit_proc
 
 
 async def test_cli_tunnel_record_remote_and_ssh_legs(tmp_path: Path, wirekit_proc: Any,
-                                                     echo_port: int) -> None:
-    ssh_port, _ = start_sshd(tmp_path, wirekit_proc)
+                                                     wirekit_sshd: Any, echo_port: int) -> None:
+    ssh_port, _ = wirekit_sshd
     path = tmp_path / "cli.pcapng"
     p = wirekit_proc("tunnel", f"root@127.0.0.1:{ssh_port}", "-i", str(tmp_path / "id"),
                      "--no-agent", "--known-hosts", str(tmp_path / "known_hosts"),
