@@ -373,3 +373,33 @@ async def test_forward_record_tls_refuses_splice(tmp_path: Path) -> None:
     with (Recorder(tmp_path / "x.pcapng") as rec,
           pytest.raises(wirekit.errors.UsageError, match="splice")):
         await wirekit.forward("tls://127.0.0.1:0", "127.0.0.1:9", record=rec, splice=True)
+
+
+def test_a_wildcard_listener_records_the_address_the_client_reached(tmp_path: Path) -> None:
+    from wirekit.address import Address
+    from wirekit.capture.relay_tap import RecordingTap
+    from wirekit.net.forward import ConnInfo
+
+    path = tmp_path / "wildcard.pcapng"
+    info = ConnInfo("tcp", Address("tcp", "127.0.0.1", 40000), Address("tcp", "0.0.0.0", 8080),
+                    Address("tcp", "127.0.0.1", 9), Address("tcp", "127.0.0.2", 8080))
+    with Recorder(path) as rec:
+        tap = RecordingTap(rec, info, None)
+        tap("up", b"to the second loopback address", 1.0)
+    assert streams(path)[(("127.0.0.1", 40000), ("127.0.0.2", 8080))] == (
+        b"to the second loopback address")
+
+
+async def test_forward_taps_learn_the_accepted_sockets_own_address(echo_port: int) -> None:
+    infos: list = []
+
+    def factory(info):  # type: ignore[no-untyped-def]
+        infos.append(info)
+        return None
+
+    fwd = await wirekit.forward("127.0.0.1:0", f"127.0.0.1:{echo_port}", tap=factory)
+    try:
+        assert await round_trip(fwd.address.port, b"x") == b"x"
+    finally:
+        await fwd.aclose()
+    assert [(i.local.host, i.local.port) for i in infos] == [("127.0.0.1", fwd.address.port)]

@@ -73,7 +73,10 @@ class RecordingTap:
         self.tls_client = tls_client  # the client leg is ciphertext, not these bytes
         self.tls_target = tls_target
         client = (info.client.host, info.client.port)
-        server = (listen_host(info.listen.host, info.client.host), info.listen.port)
+        if info.local is not None:  # the address the client really reached
+            server = (info.local.host, info.local.port)
+        else:  # UDP on a wildcard listener: the kernel was not asked which address
+            server = (listen_host(info.listen.host, info.client.host), info.listen.port)
         self._client, self._server = client, server
         self.udp: UdpLeg | None = None
         self.client_leg: TcpLeg | None = None

@@ -48,12 +48,22 @@ SCHEMES = ("tcp", "udp", "tls")
 
 @dataclass(frozen=True, slots=True)
 class ConnInfo:
-    """Who is being forwarded where (given to a tap factory)."""
+    """Who is being forwarded where (given to a tap factory).  ``local``: the address the
+    client reached (the accepted socket's own; differs from ``listen`` on a wildcard
+    listener), None where it is not known (UDP)."""
 
     proto: str
     client: Address
     listen: Address
     target: Address
+    local: Address | None = None
+
+
+def local_address(sockname: object) -> Address | None:
+    """The accepted socket's own address as an :class:`Address` (None if unknown)."""
+    if not isinstance(sockname, tuple) or len(sockname) < 2:
+        return None
+    return Address("tcp", str(sockname[0]), int(sockname[1]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +222,8 @@ class Forwarder:
             return
         if self._tap is not None:
             client = Address("tcp", host, port)
-            relay.tap = self._tap(ConnInfo("tcp", client, self.address, self.target))
+            relay.tap = self._tap(ConnInfo("tcp", client, self.address, self.target,
+                                           local_address(transport.get_extra_info("sockname"))))
         self._relays.add(relay)
         self._dial(relay)
 

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from wirekit.address import Address
 from wirekit.errors import ConnectTimeout, NetError, TLSError, UsageError
 from wirekit.net._errors import bind_errors, connect_errors
-from wirekit.net.forward import ConnectionEnded, ConnInfo, Forwarder
+from wirekit.net.forward import ConnectionEnded, ConnInfo, Forwarder, local_address
 from wirekit.net.relay import Relay
 from wirekit.net.tcp import connect_any
 from wirekit.net.tls import (
@@ -226,8 +226,11 @@ class TLSForwarder(Forwarder):
             relay.client = label
             relay.on_start = self._handshaken
             if self._tap is not None:
+                local = None
+                with contextlib.suppress(OSError):
+                    local = local_address(conn.getsockname())
                 relay.tap = self._tap(ConnInfo("tcp", Address("tcp", host, port),
-                                               self.address, self.target))
+                                               self.address, self.target, local))
             self._relays.add(relay)
             task = asyncio.get_running_loop().create_task(self._handshake(conn, relay))
             self._connecting[relay] = task
