@@ -1,4 +1,12 @@
-"""Recording a client's own stream (``wirekit connect --record``) from its callbacks."""
+"""Recording a client's own stream (``wirekit.connect(record=)``, ``open_udp(record=)``).
+
+The connection calls the leg as things happen: ``sent``/``received`` for each chunk (or
+datagram), ``fin`` for a FIN (ours at ``shutdown_write``, the peer's when a read meets the
+end of the stream), ``end`` when it is closed (the FINs still missing, client first) or
+reset.  A TLS connection's plaintext is drawn on the recorder's second interface between
+the endpoints :func:`wirekit.capture.tls_record.plain_endpoints` gives; its ciphertext is
+a :class:`~wirekit.capture.tls_record.TlsLegTap` of its own.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +21,11 @@ __all__ = ["StreamLeg"]
 
 
 class StreamLeg:
-    """The recorded leg of a client connection (``wirekit connect``): what the session
-    sent and received, wrapped around its ``on_sent``/``on_data`` callbacks.
+    """The recorded leg of a client connection: our socket is the client (``c``), the peer
+    the server (``s``).
 
-    ``udp``: a UDP session (each callback is one datagram; nothing to end).  ``plain``:
-    the plaintext of a TLS connection, on the recorder's second interface, between the
-    endpoints :func:`wirekit.capture.tls_record.plain_endpoints` gives."""
+    ``udp``: a UDP endpoint (each call is one datagram; nothing to end).  ``plain``: the
+    plaintext of a TLS connection, on the recorder's second interface."""
 
     def __init__(self, rec: Recorder, local: Address, peer: Address, *, udp: bool = False,
                  plain: bool = False) -> None:
@@ -34,23 +41,36 @@ class StreamLeg:
         self.leg = rec.tcp(client, server, plain=plain)
         self.leg.open(time.time_ns())
 
+    def sent(self, data: bytes) -> None:
+        self.leg.data("c", bytes(data), time.time_ns())
+
+    def received(self, data: bytes) -> None:
+        self.leg.data("s", bytes(data), time.time_ns())
+
+    def fin(self, side: str) -> None:
+        """``side`` (``"c"``: we, ``"s"``: the peer) sent its FIN."""
+        if isinstance(self.leg, TcpLeg):
+            self.leg.fin(side, time.time_ns())
+
     def on_sent(self, inner: Callable[[bytes], None]) -> Callable[[bytes], None]:
         def sent(data: bytes) -> None:
-            self.leg.data("c", bytes(data), time.time_ns())
+            self.sent(data)
             inner(data)
         return sent
 
     def on_data(self, inner: Callable[[bytes], None]) -> Callable[[bytes], None]:
         def received(data: bytes) -> None:
-            self.leg.data("s", bytes(data), time.time_ns())
+            self.received(data)
             inner(data)
         return received
 
-    def end(self, *, reset: bool = False) -> None:
+    def end(self, *, reset: bool = False, side: str = "s") -> None:
+        """The connection ended: the FINs not yet seen (client first), or ``side``'s RST
+        (the peer's by default; ``"c"``: we aborted)."""
         leg = self.leg
         if not isinstance(leg, TcpLeg):
             return
         if reset:
-            leg.reset("s", time.time_ns())
+            leg.reset(side, time.time_ns())
         else:
             leg.close(time.time_ns())

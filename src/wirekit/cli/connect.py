@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import click
 
 from wirekit.address import Address, parse_address
 from wirekit.capture.recorder import Recorder
-from wirekit.capture.stream_tap import StreamLeg
 from wirekit.cli import _record as recording
 from wirekit.cli._record import record_option
 from wirekit.cli.tlsopts import alpn_list, client_options
@@ -114,27 +112,8 @@ async def _run_tcp(config: ConnectConfig, render: _Render,
     from wirekit.net.tcp import connect as tcp_connect
 
     tls_kwargs = config.tls.kwargs() if config.tls is not None else {}
-    cipher = None
-    if recorder is not None and config.tls is not None:
-        from wirekit.capture.tls_record import TlsLegTap
-
-        cipher = TlsLegTap(recorder)  # the TLS leg: ciphertext and keys, not plaintext
-        tls_kwargs["tls_hook"] = cipher.context_hook
-    try:
-        conn = await tcp_connect(config.address, timeout=config.timeout, **tls_kwargs)  # type: ignore[arg-type]
-    except BaseException:
-        if cipher is not None:  # a failed handshake is written already; the key log goes
-            cipher.failed()
-        raise
-    on_data: Callable[[bytes], None] = render.received
-    on_sent: Callable[[bytes], None] = render.sent
-    legs: list[StreamLeg | TlsLegTap] = []
-    if cipher is not None:
-        legs.append(cipher)
-    if recorder is not None:  # the plaintext, on the second interface when it is TLS's
-        leg = StreamLeg(recorder, conn.local, conn.peer, plain=cipher is not None)
-        on_data, on_sent = leg.on_data(on_data), leg.on_sent(on_sent)
-        legs.append(leg)
+    conn = await tcp_connect(config.address, timeout=config.timeout, record=recorder,
+                             **tls_kwargs)  # type: ignore[arg-type]
     async with conn:
         where = str(config.address)
         if conn.peer.host != config.address.host:
@@ -150,20 +129,14 @@ async def _run_tcp(config: ConnectConfig, render: _Render,
                 conn,
                 sends=config.sends,
                 source=source,
-                on_data=on_data,
-                on_sent=on_sent,
+                on_data=render.received,
+                on_sent=render.sent,
                 wait=config.wait,
                 prompt=render.prompt if config.interactive else None,
             )
-        except BaseException as exc:
-            for each in legs:
-                each.end(reset=isinstance(exc, ConnectionError))
-            raise
         finally:
             if source is not None:
                 await source.aclose()
-        for each in legs:
-            each.end()
     render.status(f"closed ({result.ended}): sent {result.sent} bytes, received "
                   f"{result.received} bytes in {result.duration:.3f}s", detail=True)
 
@@ -188,12 +161,7 @@ async def _run_udp(config: ConnectConfig, render: _Render,
                    recorder: Recorder | None = None) -> None:
     from wirekit.net.udp import open_udp
 
-    async with await open_udp(config.address, timeout=TCP_TIMEOUT) as client:
-        on_data: Callable[[bytes], None] = render.received
-        on_sent: Callable[[bytes], None] = render.sent
-        if recorder is not None:  # each datagram as the UDP packet that crossed the wire
-            leg = StreamLeg(recorder, client.local, client.remote, udp=True)
-            on_data, on_sent = leg.on_data(on_data), leg.on_sent(on_sent)
+    async with await open_udp(config.address, timeout=TCP_TIMEOUT, record=recorder) as client:
         render.start = time.monotonic()
         render.status(f"sending datagrams to {config.address}")
         render.status(f"local address {client.local.hostport}", detail=True)
@@ -205,8 +173,8 @@ async def _run_udp(config: ConnectConfig, render: _Render,
                 client,
                 sends=config.sends,
                 source=source,
-                on_data=on_data,
-                on_sent=on_sent,
+                on_data=render.received,
+                on_sent=render.sent,
                 on_retry=render.retry,
                 timeout=config.timeout,
                 retries=config.retries,

@@ -11,13 +11,19 @@ import asyncio
 import contextlib
 import socket
 import struct
+import time
 from types import TracebackType
+from typing import TYPE_CHECKING, Self
 
 from wirekit.address import Address
-from wirekit.errors import PeerClosed, ReadTimeout, UsageError
+from wirekit.errors import ConnectionReset, PeerClosed, ReadTimeout, UsageError
 from wirekit.net._errors import io_errors
 
-__all__ = ["Connection"]
+if TYPE_CHECKING:
+    from wirekit.capture.stream_tap import StreamLeg
+    from wirekit.capture.tls_record import TlsLegTap
+
+__all__ = ["Connection", "RecordedConnection"]
 
 DEFAULT_CHUNK = 65536
 
@@ -44,7 +50,7 @@ class Connection:
     @classmethod
     def from_streams(
         cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, scheme: str = "tcp"
-    ) -> Connection:
+    ) -> Self:
         """Wrap a stream pair, reading both addresses from its socket."""
         return cls(reader, writer, peer=_sockname(writer, "peername", scheme),
                    local=_sockname(writer, "sockname", scheme))
@@ -172,6 +178,86 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection {self.local.hostport} -> {self.peer}>"
+
+
+class RecordedConnection(Connection):
+    """A :class:`Connection` that a recorder writes as it goes (``wirekit.connect(record=)``).
+
+    What :meth:`send` sent and what the reads returned are the plaintext leg (a TLS
+    connection's on the recorder's second interface; its ciphertext and keys are the
+    ``cipher`` tap's, fed by the ssl object).  :meth:`shutdown_write` is our FIN, a read
+    that meets the end of the stream the peer's; closing writes the FINs still missing,
+    client first; a reset read, or ``async with`` left by a ``ConnectionError``, ends the
+    legs with the peer's RST, :meth:`abort` with ours."""
+
+    _plain: StreamLeg
+    _cipher: TlsLegTap | None = None
+    _ended = False
+    _reset_seen = False
+
+    def record_legs(self, plain: StreamLeg, cipher: TlsLegTap | None = None) -> None:
+        self._plain, self._cipher = plain, cipher
+
+    async def send(self, data: bytes) -> None:
+        await super().send(data)
+        self._plain.sent(data)
+
+    async def shutdown_write(self) -> None:
+        already = self._write_closed
+        await super().shutdown_write()
+        if not already and self._writer.can_write_eof():  # TLS sends no FIN here
+            self._plain.fin("c")
+
+    async def _read(self, aw: object, timeout: float | None) -> bytes:
+        try:
+            data = await super()._read(aw, timeout)
+        except asyncio.IncompleteReadError as exc:
+            self._got(exc.partial)
+            raise
+        except ConnectionReset:
+            self._reset_seen = True
+            raise
+        self._got(data)
+        return data
+
+    def _got(self, data: bytes) -> None:
+        if data:
+            self._plain.received(data)
+        if self._reader.at_eof():
+            self._plain.fin("s")
+
+    def _end(self, *, reset: bool, side: str = "s") -> None:
+        if self._ended:
+            return
+        self._ended = True
+        cipher = self._cipher
+        if cipher is not None:
+            if reset and side == "c" and cipher.leg is not None and not cipher.leg.done:
+                cipher.leg.reset("c", time.time_ns())
+            cipher.end(reset=reset)
+        self._plain.end(reset=reset, side=side)
+
+    def close(self) -> None:
+        self._end(reset=self._reset_seen)
+        super().close()
+
+    def abort(self) -> None:
+        self._end(reset=True, side="c")
+        super().abort()
+
+    async def aclose(self) -> None:
+        self._end(reset=self._reset_seen)
+        await super().aclose()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, ConnectionError):
+            self._reset_seen = True
+        await super().__aexit__(exc_type, exc, tb)
 
 
 def _sockname(writer: asyncio.StreamWriter, which: str, scheme: str) -> Address:

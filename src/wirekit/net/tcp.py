@@ -18,12 +18,15 @@ import os
 import socket
 import ssl as _ssl
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wirekit.address import Address, parse_address
 from wirekit.errors import ConnectTimeout, UsageError
 from wirekit.net._errors import connect_errors
-from wirekit.net.stream import Connection
+from wirekit.net.stream import Connection, RecordedConnection
+
+if TYPE_CHECKING:
+    from wirekit.capture.recorder import Recorder
 
 __all__ = ["DEFAULT_TIMEOUT", "connect", "connect_any"]
 
@@ -51,6 +54,7 @@ async def connect(
     keylog: str | os.PathLike[str] | None = None,
     crl: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
     tls_hook: Callable[[_ssl.SSLContext], None] | None = None,
+    record: Recorder | None = None,
 ) -> Connection:
     """Connect to ``address`` (``HOST:PORT``, ``:PORT``, ``[v6]:PORT``, ``tcp://``, ``tls://``).
 
@@ -63,7 +67,15 @@ async def connect(
     the handshake with a ``revoked`` verdict).  Or pass your own ``ssl`` context (and
     ``server_hostname``), which is used as it is, also for a ``tcp://`` address.
     ``tls_hook(context)`` may adjust the context wirekit made for ``tls://`` before it is
-    used (recording: see :mod:`wirekit.capture.tls_record`).
+    used.
+    ``record`` (a :class:`wirekit.capture.recorder.Recorder`) writes the connection to its
+    pcapng file as it goes: the handshake, each chunk sent and received with its time,
+    our FIN at ``shutdown_write``, the peer's when a read meets the end of the stream, the
+    rest of the FINs on close, an RST when the connection is reset (ours after ``abort()``).  A
+    ``tls://`` connection is written as the ciphertext that crossed the wire with its keys
+    in a Decryption Secrets Block (tshark and Wireshark decrypt it; a failed handshake is
+    written too), and its plaintext on the recorder's second interface (``wirekit-plain``).
+    ``record`` cannot record a connection over your own ``ssl`` context.
     Raises :class:`~wirekit.errors.ResolveError`,
     :class:`~wirekit.errors.ConnectRefused`, :class:`~wirekit.errors.ConnectTimeout`,
     :class:`~wirekit.errors.NetworkUnreachable`, :class:`~wirekit.errors.CertificateError`
@@ -75,6 +87,72 @@ async def connect(
     )
     if addr.scheme not in ("tcp", "tls"):
         raise UsageError(f"connect() speaks tcp:// and tls://, not {addr.scheme}:// ({addr})")
+    if record is None:
+        reader, writer = await _open(
+            addr, timeout=timeout, ssl=ssl, server_hostname=server_hostname, nodelay=nodelay,
+            ca=ca, insecure=insecure, cert=cert, key=key, sni=sni, no_sni=no_sni, alpn=alpn,
+            min_version=min_version, max_version=max_version, keylog=keylog, crl=crl,
+            tls_hook=tls_hook)
+        return Connection.from_streams(reader, writer, scheme=addr.scheme)
+    if ssl is not None:
+        raise UsageError("connect(record=) records the TLS that wirekit sets up (tls:// with "
+                         "ca=, cert=, ...), not a connection over your own ssl= context")
+    from wirekit.capture.stream_tap import StreamLeg
+
+    cipher = None
+    if addr.scheme == "tls":  # the TLS leg: ciphertext and keys; the plaintext below
+        from wirekit.capture.tls_record import TlsLegTap
+
+        cipher = TlsLegTap(record)
+        tls_hook = _hooks(tls_hook, cipher.context_hook)
+    try:
+        reader, writer = await _open(
+            addr, timeout=timeout, ssl=None, server_hostname=server_hostname, nodelay=nodelay,
+            ca=ca, insecure=insecure, cert=cert, key=key, sni=sni, no_sni=no_sni, alpn=alpn,
+            min_version=min_version, max_version=max_version, keylog=keylog, crl=crl,
+            tls_hook=tls_hook)
+    except BaseException:
+        if cipher is not None:  # a failed handshake is written already; the key log goes
+            cipher.failed()
+        raise
+    conn = RecordedConnection.from_streams(reader, writer, scheme=addr.scheme)
+    # The plaintext: the connection itself, or TLS's on the second interface.
+    conn.record_legs(StreamLeg(record, conn.local, conn.peer, plain=cipher is not None),
+                     cipher)
+    return conn
+
+
+def _hooks(first: Callable[[_ssl.SSLContext], None] | None,
+           then: Callable[[_ssl.SSLContext], None]) -> Callable[[_ssl.SSLContext], None]:
+    if first is None:
+        return then
+
+    def both(ctx: _ssl.SSLContext) -> None:
+        first(ctx)
+        then(ctx)
+    return both
+
+
+async def _open(
+    addr: Address,
+    *,
+    timeout: float,
+    ssl: _ssl.SSLContext | None,
+    server_hostname: str | None,
+    nodelay: bool,
+    ca: str | os.PathLike[str] | None,
+    insecure: bool,
+    cert: str | os.PathLike[str] | None,
+    key: str | os.PathLike[str] | None,
+    sni: str | None,
+    no_sni: bool,
+    alpn: Iterable[str],
+    min_version: str | None,
+    max_version: str | None,
+    keylog: str | os.PathLike[str] | None,
+    crl: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None,
+    tls_hook: Callable[[_ssl.SSLContext], None] | None,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     tls_options = (ca is not None or insecure or cert is not None or key is not None
                    or sni is not None or no_sni or bool(tuple(alpn)) or min_version is not None
                    or max_version is not None or keylog is not None or crl is not None)
@@ -129,7 +207,7 @@ async def connect(
                 f"timed out resolving {host!r} after {timeout:g}s", host=host, port=port
             ) from None
         raise
-    return Connection.from_streams(reader, writer, scheme=addr.scheme)
+    return reader, writer
 
 
 async def _open_tls(sock: socket.socket, client: Any, host: str,

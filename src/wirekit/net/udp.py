@@ -5,6 +5,10 @@ else and reports an ICMP "port unreachable" as ECONNREFUSED on the next receive:
 ``wirekit connect udp://...`` can say "connection refused" although UDP has no connections.
 Datagrams and errors share one queue, in arrival order, so an error is raised by the
 ``recv`` that would have returned the next datagram.
+
+With ``record=`` each datagram sent (as :meth:`UDPClient.send` hands it to the kernel) and
+each one that arrives (as it arrives, read or not) is written to the recorder's file as
+the UDP packet that crossed the wire, our socket to the address the name resolved to.
 """
 
 from __future__ import annotations
@@ -13,10 +17,15 @@ import asyncio
 import contextlib
 import errno
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from wirekit.address import Address, parse_address
 from wirekit.errors import ConnectRefused, NetError, NoReply, ReadTimeout, UsageError
 from wirekit.net._errors import connect_errors, io_errors
+
+if TYPE_CHECKING:
+    from wirekit.capture.recorder import Recorder
+    from wirekit.capture.stream_tap import StreamLeg
 
 __all__ = [
     "DEFAULT_RETRIES",
@@ -51,6 +60,15 @@ class _Protocol(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.queue.put_nowait(_CLOSED)
+
+
+class _RecordedProtocol(_Protocol):
+    leg: StreamLeg | None = None  # set once the endpoint's addresses are known
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        if self.leg is not None:
+            self.leg.received(data)
+        super().datagram_received(data, addr)
 
 
 class UDPClient:
@@ -145,6 +163,16 @@ class UDPClient:
         return f"<UDPClient {self.local.hostport} -> {self.peer}>"
 
 
+class _RecordedUDPClient(UDPClient):
+    """A UDPClient whose datagrams, each way, a recorder writes."""
+
+    leg: StreamLeg
+
+    def send(self, data: bytes) -> None:
+        super().send(data)
+        self.leg.sent(data)
+
+
 def no_reply_message(peer: Address, tries: int) -> str:
     times = "try" if tries == 1 else "tries"
     return f"no reply from {peer.hostport} after {tries} {times} (UDP may lose datagrams)"
@@ -159,19 +187,31 @@ def _udp_address(address: str | Address) -> Address:
     return addr
 
 
-async def open_udp(address: str | Address, *, timeout: float = 10.0) -> UDPClient:
+async def open_udp(address: str | Address, *, timeout: float = 10.0,
+                   record: Recorder | None = None) -> UDPClient:
     """A UDP endpoint connected to ``address`` (``HOST:PORT`` or ``udp://HOST:PORT``).
 
-    ``timeout`` bounds name resolution.
+    ``timeout`` bounds name resolution.  ``record`` (a
+    :class:`wirekit.capture.recorder.Recorder`) writes each datagram sent and received,
+    with its time, to the recorder's pcapng file.
     """
     addr = _udp_address(address)
     loop = asyncio.get_running_loop()
+    factory = _Protocol if record is None else _RecordedProtocol
     with connect_errors(addr.host, addr.port, timeout):
         async with asyncio.timeout(timeout):
             transport, protocol = await loop.create_datagram_endpoint(
-                _Protocol, remote_addr=(addr.host, addr.port)
+                factory, remote_addr=(addr.host, addr.port)
             )
-    return UDPClient(transport, protocol, peer=addr)
+    if record is None:
+        return UDPClient(transport, protocol, peer=addr)
+    from wirekit.capture.stream_tap import StreamLeg
+
+    client = _RecordedUDPClient(transport, protocol, peer=addr)
+    client.leg = StreamLeg(record, client.local, client.remote, udp=True)
+    assert isinstance(protocol, _RecordedProtocol)
+    protocol.leg = client.leg
+    return client
 
 
 async def udp_request(
@@ -180,11 +220,13 @@ async def udp_request(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     retries: int = DEFAULT_RETRIES,
+    record: Recorder | None = None,
 ) -> bytes:
     """Send one datagram to ``address`` and return the first reply.
 
     Waits ``timeout`` seconds per try and resends up to ``retries`` times; raises
     :class:`~wirekit.errors.NoReply` ("no reply from HOST:PORT after N tries") after that.
+    ``record``: write each try and the reply to a recorder's file (see :func:`open_udp`).
     """
-    async with await open_udp(address, timeout=max(timeout, 1.0)) as client:
+    async with await open_udp(address, timeout=max(timeout, 1.0), record=record) as client:
         return await client.request(payload, timeout=timeout, retries=retries)
