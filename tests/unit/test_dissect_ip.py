@@ -114,3 +114,16 @@ def test_every_prefix_of_a_frame_is_parse_error_or_none() -> None:
         f = decode_frame(1, frame[:n])
         with contextlib.suppress(ParseError):
             _ = f.tcp, f.payload
+
+
+def test_ipv6_text_prints_mapped_addresses_like_tshark() -> None:
+    import ipaddress
+
+    from wirekit.dissect.conversations import format_endpoint
+    from wirekit.dissect.ip import ipv6_text
+
+    mapped = ipaddress.IPv6Address("::ffff:127.0.0.1").packed
+    assert ipv6_text(mapped) == "::ffff:127.0.0.1"
+    assert format_endpoint(mapped, 8443) == "[::ffff:127.0.0.1]:8443"
+    assert ipv6_text(ipaddress.IPv6Address("2001:db8::ffff:1").packed) == "2001:db8::ffff:1"
+    assert ipv6_text(ipaddress.IPv6Address("::1").packed) == "::1"

@@ -23,9 +23,9 @@ retransmission (keep-alives excluded).
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
+from wirekit.dissect.ip import ipv6_text
 from wirekit.dissect.reassembly import Reassembler
 
 __all__ = ["Conversation", "format_address", "format_endpoint"]
@@ -37,13 +37,13 @@ _HALF = 1 << 31
 def format_address(addr: bytes) -> str:
     if len(addr) == 4:
         return "%d.%d.%d.%d" % (*addr,)  # noqa: UP031
-    return str(ipaddress.IPv6Address(addr))
+    return ipv6_text(addr)
 
 
 def format_endpoint(addr: bytes, port: int) -> str:
     if len(addr) == 4:
         return "%d.%d.%d.%d:%d" % (*addr, port)  # noqa: UP031
-    return f"[{ipaddress.IPv6Address(addr)}]:{port}"
+    return f"[{ipv6_text(addr)}]:{port}"
 
 
 class Conversation:

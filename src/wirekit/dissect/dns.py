@@ -11,6 +11,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
+from wirekit.dissect.ip import ipv6_text
 from wirekit.errors import ParseError
 
 __all__ = ["DnsMessage", "DnsQuestion", "DnsRecord", "parse_dns", "type_name"]
@@ -95,7 +96,7 @@ def _rdata(data: bytes, rtype: int, off: int, length: int) -> str:
     if rtype == 1 and length == 4:
         return str(ipaddress.IPv4Address(raw))
     if rtype == 28 and length == 16:
-        return str(ipaddress.IPv6Address(raw))
+        return ipv6_text(raw)
     if rtype in (2, 5, 12):
         return _name(data, off)[0]
     if rtype == 15 and length >= 3:

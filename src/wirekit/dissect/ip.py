@@ -13,6 +13,16 @@ from dataclasses import dataclass
 from wirekit.dissect.link import ETH_IPV4, network_layer
 from wirekit.errors import ParseError
 
+_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+
+
+def ipv6_text(addr: bytes) -> str:
+    """An IPv6 address in RFC 5952 text, IPv4-mapped ones as ``::ffff:a.b.c.d`` (as tshark,
+    and Python 3.13's ``ipaddress``, print them)."""
+    if addr[:12] == _V4_MAPPED and len(addr) == 16:
+        return "::ffff:%d.%d.%d.%d" % (*addr[12:],)  # noqa: UP031
+    return str(ipaddress.IPv6Address(addr))
+
 __all__ = [
     "Frame",
     "IPv4Header",
@@ -144,7 +154,7 @@ def decode_ipv6(data: bytes | memoryview) -> IPv6Header:
         p += size
     if p > end:
         raise ParseError("IPv6 extension headers overrun the packet", offset=end)
-    return IPv6Header(str(ipaddress.IPv6Address(src)), str(ipaddress.IPv6Address(dst)), nh,
+    return IPv6Header(ipv6_text(src), ipv6_text(dst), nh,
                       hlim, plen, vfl & 0xFFFFF, tuple(exts), fragment, p, end)
 
 
