@@ -152,6 +152,92 @@ async def test_connect_record_peer_reset_is_an_rst(tmp_path: Path) -> None:
     assert tail[-1] == ("<", "R", b"") and not any("F" in f for _, f, _ in tail)
 
 
+async def test_connect_record_sent_data_comes_before_its_echo(
+        tmp_path: Path, echo_port: int) -> None:
+    # The sender waits in drain() while a reader task already gets the echo: what was sent
+    # is written when it goes to the transport, so no reply precedes its request.
+    path = tmp_path / "both.pcapng"
+    payload = bytes(range(256)) * 98304  # 24 MiB: more than the socket buffers, drain() waits
+    with Recorder(path, max_bytes=128 * 1024 * 1024, queue_size=1 << 16) as rec:
+        async with await wirekit.connect(f"127.0.0.1:{echo_port}", record=rec) as conn:
+            port = conn.local.port
+            async def read_all() -> bytes:
+                got = b""
+                while len(got) < len(payload):
+                    got += await conn.recv(timeout=30)
+                return got
+
+            reading = asyncio.ensure_future(read_all())
+            await conn.send(payload)
+            assert await reading == payload
+    assert rec.dropped == 0
+    segs = segments(path)
+    sent = received = 0
+    for seg in segs:
+        if seg.src[1] == port:
+            sent += len(seg.payload)
+        else:
+            received += len(seg.payload)
+            assert received <= sent  # never an echo of bytes not yet sent
+    assert sent == received == len(payload)
+
+
+@contextlib.asynccontextmanager
+async def talking_server() -> AsyncIterator[int]:
+    """Greets, reads one chunk, answers, closes: the client never reads."""
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.write(b"220 hello\r\n")
+        await r.read(100)
+        w.write(b"250 ok\r\n")
+        await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_connect_record_writes_what_arrived_even_if_never_read(tmp_path: Path) -> None:
+    path = tmp_path / "unread.pcapng"
+    with Recorder(path) as rec:
+        async with talking_server() as sport, \
+                await wirekit.connect(f"127.0.0.1:{sport}", record=rec) as conn:
+            port = conn.local.port
+            await conn.send(b"HELO x\r\n")
+            await asyncio.wait_for(_until(lambda: conn._eof_seen), 10)
+    got = story(segments(path), port)
+    assert got[:2] == [(">", "S", b""), ("<", "S", b"")]
+    assert [x for x in got if x[2]] == [("<", "P", b"220 hello\r\n"), (">", "P", b"HELO x\r\n"),
+                                        ("<", "P", b"250 ok\r\n")] or \
+        [x for x in got if x[2]] == [(">", "P", b"HELO x\r\n"), ("<", "P", b"220 hello\r\n"),
+                                     ("<", "P", b"250 ok\r\n")]
+    assert [(d, f) for d, f, _ in got if "F" in f] == [("<", "F"), (">", "F")]  # theirs first
+
+
+async def _until(predicate) -> None:  # type: ignore[no-untyped-def]
+    while not predicate():
+        await asyncio.sleep(0.01)
+
+
+async def test_connect_record_reset_seen_while_sending_is_an_rst(tmp_path: Path) -> None:
+    path = tmp_path / "sendrst.pcapng"
+    with Recorder(path) as rec:
+        async with resetting_server() as sport:
+            conn = await wirekit.connect(f"127.0.0.1:{sport}", record=rec)
+            port = conn.local.port
+            await conn.send(b"first")
+            with pytest.raises(ConnectionReset):
+                for _ in range(1000):  # until the reset reaches a send
+                    await conn.send(b"x" * 65536)
+                    await asyncio.sleep(0.001)
+            await conn.aclose()
+    tail = story(segments(path), port)
+    assert tail[-1] == ("<", "R", b"") and not any("F" in f for _, f, _ in tail)
+
+
 async def test_connect_record_abort_is_our_rst(tmp_path: Path, echo_port: int) -> None:
     path = tmp_path / "abort.pcapng"
     with Recorder(path) as rec:

@@ -1,17 +1,16 @@
 """Recording a client's own stream (``wirekit.connect(record=)``, ``open_udp(record=)``).
 
 The connection calls the leg as things happen: ``sent``/``received`` for each chunk (or
-datagram), ``fin`` for a FIN (ours at ``shutdown_write``, the peer's when a read meets the
-end of the stream), ``end`` when it is closed (the FINs still missing, client first) or
-reset.  A TLS connection's plaintext is drawn on the recorder's second interface between
-the endpoints :func:`wirekit.capture.tls_record.plain_endpoints` gives; its ciphertext is
-a :class:`~wirekit.capture.tls_record.TlsLegTap` of its own.
+datagram), ``fin`` for a FIN (ours at ``shutdown_write``, the peer's when it arrives),
+``end`` when it is closed (the FINs still missing, client first) or reset.  A TLS
+connection's plaintext is drawn on the recorder's second interface between the endpoints
+:func:`wirekit.capture.tls_record.plain_endpoints` gives; its ciphertext is a
+:class:`~wirekit.capture.tls_record.TlsLegTap` of its own.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from wirekit.address import Address
 from wirekit.capture.flows import TcpLeg, UdpLeg
@@ -51,18 +50,6 @@ class StreamLeg:
         """``side`` (``"c"``: we, ``"s"``: the peer) sent its FIN."""
         if isinstance(self.leg, TcpLeg):
             self.leg.fin(side, time.time_ns())
-
-    def on_sent(self, inner: Callable[[bytes], None]) -> Callable[[bytes], None]:
-        def sent(data: bytes) -> None:
-            self.sent(data)
-            inner(data)
-        return sent
-
-    def on_data(self, inner: Callable[[bytes], None]) -> Callable[[bytes], None]:
-        def received(data: bytes) -> None:
-            self.received(data)
-            inner(data)
-        return received
 
     def end(self, *, reset: bool = False, side: str = "s") -> None:
         """The connection ended: the FINs not yet seen (client first), or ``side``'s RST

@@ -70,8 +70,12 @@ class Connection:
             raise UsageError("cannot send: the write side was shut down")
         with io_errors(self.peer.host, self.peer.port):
             self._writer.write(data)
+            self._wrote(data)
             await self._writer.drain()
         self.bytes_sent += len(data)
+
+    def _wrote(self, data: bytes) -> None:
+        """``data`` went to the transport (a recording subclass writes it down)."""
 
     async def sendline(self, data: bytes | str) -> None:
         if isinstance(data, str):
@@ -183,48 +187,75 @@ class Connection:
 class RecordedConnection(Connection):
     """A :class:`Connection` that a recorder writes as it goes (``wirekit.connect(record=)``).
 
-    What :meth:`send` sent and what the reads returned are the plaintext leg (a TLS
-    connection's on the recorder's second interface; its ciphertext and keys are the
-    ``cipher`` tap's, fed by the ssl object).  :meth:`shutdown_write` is our FIN, a read
-    that meets the end of the stream the peer's; closing writes the FINs still missing,
-    client first; a reset read, or ``async with`` left by a ``ConnectionError``, ends the
-    legs with the peer's RST, :meth:`abort` with ours."""
+    The plaintext leg (a TLS connection's on the recorder's second interface; its
+    ciphertext and keys are the ``cipher`` tap's, fed by the ssl object) is written as
+    things cross the transport, whether or not the application reads them: each chunk
+    sent as it is handed to the transport, each chunk received as it arrives (the stream
+    reader's ``feed_data``), the peer's FIN when its end of stream arrives (``feed_eof``),
+    the peer's RST when the transport reports a reset.  :meth:`shutdown_write` is our FIN
+    (TCP only: TLS sends none there), closing writes the FINs still missing (client first),
+    :meth:`abort` our RST."""
 
     _plain: StreamLeg
     _cipher: TlsLegTap | None = None
     _ended = False
-    _reset_seen = False
+    _eof_seen = False
 
     def record_legs(self, plain: StreamLeg, cipher: TlsLegTap | None = None) -> None:
         self._plain, self._cipher = plain, cipher
+        reader = self._reader
+        # What arrived while connecting, before these hooks: still in the reader's buffer.
+        early = bytes(getattr(reader, "_buffer", b""))
+        if early:
+            plain.received(early)
+        if getattr(reader, "_eof", False):
+            self._peer_eof()
+        feed_data, feed_eof, set_exception = (reader.feed_data, reader.feed_eof,
+                                              reader.set_exception)
+
+        def arrived(data: bytes) -> None:
+            if data and not self._ended:
+                plain.received(data)
+            feed_data(data)
+
+        def ended() -> None:
+            self._peer_eof()
+            feed_eof()
+
+        def failed(exc: Exception) -> None:
+            if isinstance(exc, ConnectionResetError):
+                self._end(reset=True)
+            set_exception(exc)
+
+        reader.feed_data = arrived  # type: ignore[method-assign,assignment]
+        reader.feed_eof = ended  # type: ignore[method-assign]
+        reader.set_exception = failed  # type: ignore[method-assign]
+
+    def _peer_eof(self) -> None:
+        if not self._ended and not self._eof_seen:
+            self._eof_seen = True
+            self._plain.fin("s")
+
+    def _wrote(self, data: bytes) -> None:
+        if not self._ended:
+            self._plain.sent(data)
 
     async def send(self, data: bytes) -> None:
-        await super().send(data)
-        self._plain.sent(data)
+        try:
+            await super().send(data)
+        except ConnectionReset:
+            self._end(reset=True)
+            raise
 
     async def shutdown_write(self) -> None:
         already = self._write_closed
-        await super().shutdown_write()
-        if not already and self._writer.can_write_eof():  # TLS sends no FIN here
-            self._plain.fin("c")
-
-    async def _read(self, aw: object, timeout: float | None) -> bytes:
         try:
-            data = await super()._read(aw, timeout)
-        except asyncio.IncompleteReadError as exc:
-            self._got(exc.partial)
-            raise
+            await super().shutdown_write()
         except ConnectionReset:
-            self._reset_seen = True
+            self._end(reset=True)
             raise
-        self._got(data)
-        return data
-
-    def _got(self, data: bytes) -> None:
-        if data:
-            self._plain.received(data)
-        if self._reader.at_eof():
-            self._plain.fin("s")
+        if not already and self._writer.can_write_eof() and not self._ended:
+            self._plain.fin("c")  # TLS sends no FIN here
 
     def _end(self, *, reset: bool, side: str = "s") -> None:
         if self._ended:
@@ -238,7 +269,7 @@ class RecordedConnection(Connection):
         self._plain.end(reset=reset, side=side)
 
     def close(self) -> None:
-        self._end(reset=self._reset_seen)
+        self._end(reset=False)
         super().close()
 
     def abort(self) -> None:
@@ -246,18 +277,8 @@ class RecordedConnection(Connection):
         super().abort()
 
     async def aclose(self) -> None:
-        self._end(reset=self._reset_seen)
+        self._end(reset=False)
         await super().aclose()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if isinstance(exc, ConnectionError):
-            self._reset_seen = True
-        await super().__aexit__(exc_type, exc, tb)
 
 
 def _sockname(writer: asyncio.StreamWriter, which: str, scheme: str) -> Address:

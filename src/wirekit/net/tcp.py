@@ -69,9 +69,10 @@ async def connect(
     ``tls_hook(context)`` may adjust the context wirekit made for ``tls://`` before it is
     used.
     ``record`` (a :class:`wirekit.capture.recorder.Recorder`) writes the connection to its
-    pcapng file as it goes: the handshake, each chunk sent and received with its time,
-    our FIN at ``shutdown_write``, the peer's when a read meets the end of the stream, the
-    rest of the FINs on close, an RST when the connection is reset (ours after ``abort()``).  A
+    pcapng file as it goes: the handshake, each chunk as it is handed to the transport or
+    arrives from it (read or not), our FIN at ``shutdown_write`` (TCP), the peer's when it
+    arrives, the rest of the FINs on close, an RST when the connection is reset (ours after
+    ``abort()``).  A
     ``tls://`` connection is written as the ciphertext that crossed the wire with its keys
     in a Decryption Secrets Block (tshark and Wireshark decrypt it; a failed handshake is
     written too), and its plaintext on the recorder's second interface (``wirekit-plain``).
@@ -87,27 +88,18 @@ async def connect(
     )
     if addr.scheme not in ("tcp", "tls"):
         raise UsageError(f"connect() speaks tcp:// and tls://, not {addr.scheme}:// ({addr})")
-    if record is None:
-        reader, writer = await _open(
-            addr, timeout=timeout, ssl=ssl, server_hostname=server_hostname, nodelay=nodelay,
-            ca=ca, insecure=insecure, cert=cert, key=key, sni=sni, no_sni=no_sni, alpn=alpn,
-            min_version=min_version, max_version=max_version, keylog=keylog, crl=crl,
-            tls_hook=tls_hook)
-        return Connection.from_streams(reader, writer, scheme=addr.scheme)
-    if ssl is not None:
+    if record is not None and ssl is not None:
         raise UsageError("connect(record=) records the TLS that wirekit sets up (tls:// with "
                          "ca=, cert=, ...), not a connection over your own ssl= context")
-    from wirekit.capture.stream_tap import StreamLeg
-
     cipher = None
-    if addr.scheme == "tls":  # the TLS leg: ciphertext and keys; the plaintext below
+    if record is not None and addr.scheme == "tls":  # the ciphertext and keys
         from wirekit.capture.tls_record import TlsLegTap
 
         cipher = TlsLegTap(record)
         tls_hook = _hooks(tls_hook, cipher.context_hook)
     try:
         reader, writer = await _open(
-            addr, timeout=timeout, ssl=None, server_hostname=server_hostname, nodelay=nodelay,
+            addr, timeout=timeout, ssl=ssl, server_hostname=server_hostname, nodelay=nodelay,
             ca=ca, insecure=insecure, cert=cert, key=key, sni=sni, no_sni=no_sni, alpn=alpn,
             min_version=min_version, max_version=max_version, keylog=keylog, crl=crl,
             tls_hook=tls_hook)
@@ -115,6 +107,10 @@ async def connect(
         if cipher is not None:  # a failed handshake is written already; the key log goes
             cipher.failed()
         raise
+    if record is None:
+        return Connection.from_streams(reader, writer, scheme=addr.scheme)
+    from wirekit.capture.stream_tap import StreamLeg
+
     conn = RecordedConnection.from_streams(reader, writer, scheme=addr.scheme)
     # The plaintext: the connection itself, or TLS's on the second interface.
     conn.record_legs(StreamLeg(record, conn.local, conn.peer, plain=cipher is not None),
