@@ -6,9 +6,10 @@ else and reports an ICMP "port unreachable" as ECONNREFUSED on the next receive:
 Datagrams and errors share one queue, in arrival order, so an error is raised by the
 ``recv`` that would have returned the next datagram.
 
-With ``record=`` each datagram sent (as :meth:`UDPClient.send` hands it to the kernel) and
-each one that arrives (as it arrives, read or not) is written to the recorder's file as
-the UDP packet that crossed the wire, our socket to the address the name resolved to.
+With ``record=`` each datagram :meth:`UDPClient.send` hands to the transport and each one
+that arrives (as it arrives, read or not) is written to the recorder's file as a UDP
+packet, our socket to the address the name resolved to.  A datagram the kernel then
+refuses to send (reported later through ``error_received``) is still in the file.
 """
 
 from __future__ import annotations
