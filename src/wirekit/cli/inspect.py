@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,9 +64,24 @@ def run_inspect(config: InspectConfig) -> None:
     gc.disable()
     try:
         _run_inspect(config)
+        if _whole_process():
+            # Nothing is left to do but free millions of objects one by one (measured:
+            # ~0.13 s CPU on a 1M-packet capture): end the process as main() would, exit 0.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
     finally:
         if enabled:
             gc.enable()
+
+
+def _whole_process() -> bool:
+    """True when this process is the ``wirekit`` command (``python -m wirekit`` or the
+    console script: their ``__main__`` calls ``cli.main.main``), not a test or a program
+    calling ``main()`` itself."""
+    from wirekit.cli import main as cli_main
+
+    return getattr(sys.modules.get("__main__"), "main", None) is cli_main.main
 
 
 def _run_inspect(config: InspectConfig) -> None:
@@ -77,7 +93,8 @@ def _run_inspect(config: InspectConfig) -> None:
     # The compact report (not for a terminal) takes the HTTP exchanges as JSON text.
     compact = config.json and config.follow is None and not out.isatty()
     http = render.HttpJson() if compact else None
-    summary = Summary(app=config.app, follow=config.follow, on_packet=on_packet, on_http=http)
+    summary = Summary(app=config.app, follow=config.follow, on_packet=on_packet, on_http=http,
+                      on_http_json=http.add_text if http is not None else None)
     with open(config.path, "rb") as f:
         buf = open_buffer(f)
         update, stop = _progress(len(buf), sys.stderr.isatty() and not config.quiet)

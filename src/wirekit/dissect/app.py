@@ -18,6 +18,7 @@ from wirekit.dissect.http1 import (
     looks_like_http_request,
     simple_exchange,
 )
+from wirekit.dissect.http1_json import simple_exchange_json
 from wirekit.errors import ParseError
 
 if TYPE_CHECKING:
@@ -68,6 +69,13 @@ _ONE_EACH = {"requests": 1, "responses": 1}
 
 def _http(conv: Conversation, summary: Summary, c2s: bytes, s2c: bytes) -> None:
     conv.app = "http"
+    add_json = summary.add_http_json
+    if add_json is not None:
+        text = simple_exchange_json(conv.id, c2s, s2c)
+        if text is not None:
+            add_json(text)
+            conv.app_detail = dict(_ONE_EACH)
+            return
     quick = simple_exchange(c2s, s2c)
     if quick is not None:
         (method, uri, version), req_headers, status_line, resp_headers, body = quick

@@ -54,7 +54,8 @@ class Summary:
     def __init__(self, *, app: bool = True, follow: tuple[str, int] | None = None,
                  app_limit: int = 65536,
                  on_packet: Callable[[str], None] | None = None,
-                 on_http: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_http: Callable[[dict[str, Any]], None] | None = None,
+                 on_http_json: Callable[[str], None] | None = None) -> None:
         self.app = app
         self.follow_key = follow
         self.app_limit = app_limit
@@ -68,6 +69,10 @@ class Summary:
         # of kept as dicts: millions of small objects on a big capture), else to ``http``.
         self.http: list[dict[str, Any]] = []
         self.add_http: Callable[[dict[str, Any]], None] = on_http or self.http.append
+        # ... and, with ``on_http_json`` (a sink that takes an exchange as its compact JSON
+        # text, in the same order as ``on_http``'s), the commonest exchanges straight from
+        # their bytes (``dissect.http1_json``), without a dict.
+        self.add_http_json = on_http_json
         self.tls: list[dict[str, Any]] = []
         self.dns: list[dict[str, Any]] = []
         self.error: ParseError | None = None

@@ -188,6 +188,8 @@ class HttpJson:
     def __init__(self) -> None:
         self.texts: list[str] = []
         self._append = self.texts.append
+        # The ``on_http_json`` sink: an exchange already encoded (``dissect.http1_json``).
+        self.add_text = self.texts.append
 
     def __call__(self, entry: dict[str, Any]) -> None:
         self._append("".join(_encode_one(entry, 0)))
