@@ -33,9 +33,10 @@ _U16 = struct.Struct("!H").unpack_from
 _IPV4 = struct.Struct("!BxHxxHxB2x4s4s").unpack_from
 _IPV6 = struct.Struct("!4xHBx16s16s").unpack_from
 _TCP = struct.Struct("!HHIIH").unpack_from
-# Addresses are skipped: the conversation is looked up by the 12 raw bytes that hold them
-# and the ports (one slice, hashed once), see ``Summary._v4tcp``.
-_ETH_V4_TCP = struct.Struct("!12xHBxHxxHxB10xHHIIH").unpack_from
+# Addresses and ports come out as the 12 raw bytes that hold them: the key the conversation
+# is looked up by (see ``Summary._v4tcp``), made by the unpack itself instead of a slice.
+_ETH_V4_TCP = struct.Struct("!12xHBxHxxHxB2x12sIIH").unpack_from
+_UNPORTS = struct.Struct("!HH").unpack_from
 _PORTS = struct.Struct("!HH").pack
 _TCPWIN = struct.Struct("!H").unpack_from
 _UDP = struct.Struct("!HHH").unpack_from
@@ -152,7 +153,7 @@ class Summary:
                 fast = False
                 if lt == 1 and caplen >= 48:
                     # Ethernet + IPv4 without options + TCP: one unpack for all three.
-                    (et, vihl, total, frag, proto, sport, dport, seq, ack,
+                    (et, vihl, total, frag, proto, k, seq, ack,
                      offflags) = _ETH_V4_TCP(buf, off)
                     if (et == 0x0800 and vihl == 0x45 and proto == 6 and total >= 40
                             and not frag & 0x1FFF):
@@ -244,11 +245,11 @@ class Summary:
                         sport, dport, seq, ack, offflags = _TCP(buf, l4)
                     flags = offflags & 0x1FF
                     if fast:
-                        k = buf[off + 26 : off + 38]
                         e = v4tcp.get(k)
                         if e is None or (flags & 0x12 == 0x02 and e[0].split_by(seq)) or (
                                 on_packet is not None):
                             src, dst = k[:4], k[4:8]
+                            sport, dport = _UNPORTS(k, 8)
                             if e is None or (flags & 0x12 == 0x02 and e[0].split_by(seq)):
                                 e = new("tcp", src, sport, dst, dport, ts, 6,
                                         flags & 0x12 == 0x12, k)
