@@ -42,13 +42,10 @@ def _headers(lines: list[str]) -> tuple[str, str | None, str | None, bool] | Non
     host = cl = None
     te = False
     for line in lines:
-        i = line.find(":")
-        if i <= 0:
+        name, colon, value = line.partition(":")
+        if not colon or not name or " " in name:
             return None
-        name = line[:i]
-        if " " in name:
-            return None
-        value = line[i + 1 :].strip()
+        value = value.strip()
         pieces.append(f'{name}","{value}')
         n = len(name)
         if n == 4:
