@@ -288,18 +288,20 @@ class Decoder:
                 fast = [(i.linktype, 1_000_000_000 // i.tsresol
                          if not i.tsoffset and not 1_000_000_000 % i.tsresol else 0)
                         for i in ifaces]
-                while end - off >= 32:
+                # (As few integer operations per packet as possible: each makes an object.)
+                last = end - 32
+                while off <= last:
                     btype, blen, iface_id, hi, lo, caplen, orig = epb(buf, off)
-                    if btype != BLOCK_EPB or caplen > blen - 32 or end - off < blen:
-                        break
-                    if blen % 4 or iface_id >= nif:
-                        break  # let step() produce the precise error
+                    nxt = off + blen
+                    if (btype != BLOCK_EPB or caplen + 32 > blen or nxt > end or blen & 3
+                            or iface_id >= nif):
+                        break  # let step() produce the block or the precise error
                     lt, tick = fast[iface_id]
                     if tick:
                         yield ((hi << 32) | lo) * tick, lt, off + 28, caplen, orig
                     else:
                         yield ns(ifaces[iface_id], (hi << 32) | lo), lt, off + 28, caplen, orig
-                    off += blen
+                    off = nxt
             elif self.format == "pcap":
                 rec = _S[self.bo]["rec"].unpack_from
                 mult, lt = self._pcap_mult, self._pcap_linktype
