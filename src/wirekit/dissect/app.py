@@ -74,7 +74,7 @@ def _http(conv: Conversation, summary: Summary, c2s: bytes, s2c: bytes) -> None:
         text = simple_exchange_json(conv.id, c2s, s2c)
         if text is not None:
             add_json(text)
-            conv.app_detail = dict(_ONE_EACH)
+            conv.app_detail = {"requests": 1, "responses": 1}
             return
     quick = simple_exchange(c2s, s2c)
     if quick is not None:

@@ -144,6 +144,7 @@ class Summary:
         new = self._new
         on_packet = self.on_packet
         n = self.packets
+        no_first = self.first_ns is None
         try:
             for ts, lt, off, caplen, orig in self.decoder.raw_packets(buf):
                 n += 1
@@ -261,11 +262,16 @@ class Summary:
                     conv, d = e
                     pstart = l4 + ((offflags >> 12) << 2)
                     plen = ipend - pstart
-                    if plen <= 0 and flags == 0x10 and conv.state == 7:
-                        # A bare ACK on an established connection: counters only.
+                    if plen <= 0 and flags == 0x10 and (conv.state == 7 or (
+                            conv.state == 3 and not d and conv.base[0] is not None
+                            and conv.nxt[0] is not None)):
+                        # A bare ACK on an established connection, or the client's ACK
+                        # completing the handshake: counters (and the state) only, as
+                        # Conversation.tcp would.
                         conv.last_ns = ts
                         conv.packets[d] += 1
                         conv.bytes[d] += orig
+                        conv.state = 7
                     elif (not flags & 0x07 and conv.state == 7 and plen > 0 and (
                             conv.reasm is None or not (conv.follow or
                                                        conv.kept[d] < conv.app_limit))
@@ -327,8 +333,10 @@ class Summary:
                                          format_address(dst),
                                          "IPv4" if len(src) == 4 else "IPv6", orig,
                                          f"protocol {proto}"))
-                if self.first_ns is None:
-                    self.first_ns = ts
+                if no_first:
+                    if self.first_ns is None:
+                        self.first_ns = ts
+                    no_first = False
         except ParseError as exc:
             self.error = exc
         finally:
