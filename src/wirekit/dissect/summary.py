@@ -260,7 +260,7 @@ class Summary:
                         if e is None or (flags & 0x12 == 0x02 and e[0].split_by(seq)):
                             e = new("tcp", src, sport, dst, dport, ts, 6, flags & 0x12 == 0x12)
                     conv, d = e
-                    pstart = l4 + ((offflags >> 12) << 2)
+                    pstart = l4 + ((offflags >> 10) & 0x3C)  # data offset * 4
                     plen = ipend - pstart
                     if plen <= 0 and flags == 0x10 and (conv.state == 7 or (
                             conv.state == 3 and not d and conv.base[0] is not None
