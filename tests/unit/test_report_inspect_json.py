@@ -58,3 +58,22 @@ def test_http_encoded_as_found_gives_the_same_text(tmp_path: Path) -> None:
     assert len(sink.texts) == len(plain.http) >= 2 and not sunk.http
     expected = json.dumps(summary_json(plain), separators=(",", ":"))
     assert "".join(summary_json_text(sunk, sink)) == expected
+
+
+def test_a_capture_starting_at_time_zero_keeps_relative_starts(tmp_path: Path) -> None:
+    path = tmp_path / "zero.pcapng"
+    a = TcpFlow(("127.0.0.1", 50000), ("127.0.0.1", 8000))
+    b = TcpFlow(("127.0.0.1", 50001), ("127.0.0.1", 8000))
+    with open(path, "wb") as f:
+        w = PcapngWriter(f)
+        w.add_interface(name="lo")
+        for i, frame in enumerate(a.handshake()):
+            w.write_packet(0, frame, i)  # the first packet at the epoch itself
+        for i, frame in enumerate(b.handshake()):
+            w.write_packet(0, frame, 5_000_000_000 + i)
+    summary = Summary()
+    with open(path, "rb") as f:
+        summary.run(open_buffer(f))
+    doc = summary_json(summary)
+    assert [c["start"] for c in doc["conversations"]] == [0.0, 5.0]
+    assert json.loads("".join(summary_json_text(summary))) == doc

@@ -47,7 +47,7 @@ __all__ = ["HttpJson", "follow_json", "follow_text", "summary_json", "summary_js
 
 
 def _rel(summary: Summary, conv: Conversation) -> tuple[float, float]:
-    first = summary.first_ns or conv.first_ns
+    first = conv.first_ns if summary.first_ns is None else summary.first_ns
     return (conv.first_ns - first) / 1e9, (conv.last_ns - conv.first_ns) / 1e9
 
 
@@ -143,7 +143,7 @@ def _conversations_text(first: int | None, convs: list[Conversation],
     no escaping needed)."""
     exact = _EXACT_NS
     for conv in convs:
-        begin = first or conv.first_ns
+        begin = conv.first_ns if first is None else first
         detail = conv.app_detail
         start = conv.first_ns - begin
         duration = conv.last_ns - conv.first_ns
