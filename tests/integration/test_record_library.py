@@ -122,6 +122,17 @@ async def test_connect_record_close_writes_the_fins_client_first(
 
 
 @contextlib.asynccontextmanager
+async def serving(handle) -> AsyncIterator[int]:  # type: ignore[no-untyped-def]
+    """An asyncio server on an ephemeral loopback port running ``handle``."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
 async def resetting_server() -> AsyncIterator[int]:
     """Reads one chunk, then closes with an RST (SO_LINGER 0)."""
     async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -130,12 +141,8 @@ async def resetting_server() -> AsyncIterator[int]:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         w.transport.abort()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with serving(handle) as port:
+        yield port
 
 
 async def test_connect_record_peer_reset_is_an_rst(tmp_path: Path) -> None:
@@ -192,12 +199,8 @@ async def talking_server() -> AsyncIterator[int]:
         await w.drain()
         w.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with serving(handle) as port:
+        yield port
 
 
 async def test_connect_record_writes_what_arrived_even_if_never_read(tmp_path: Path) -> None:
