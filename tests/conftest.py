@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import re
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -300,3 +301,16 @@ def wirekit_sshd(tmp_path: Path, wirekit_proc: Callable[..., WirekitProcess]):  
                          known_hosts=str(tmp_path / "known_hosts"), accept_new=True,
                          connect_timeout=10.0)
     return port, options
+
+
+@contextlib.asynccontextmanager
+async def serving(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                   Awaitable[None]]) -> AsyncIterator[int]:
+    """An asyncio server on an ephemeral loopback port running ``handle`` per connection;
+    yields the port and closes the server afterwards."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import wirekit
-from conftest import wait_for
+from conftest import serving, wait_for
 from wirekit.capture.flows import FIN, RST, SYN
 from wirekit.capture.recorder import Recorder
 from wirekit.errors import ParseError
@@ -64,12 +64,8 @@ async def echo_server() -> AsyncIterator[int]:
         finally:
             w.close()
 
-    srv = await asyncio.start_server(echo, "127.0.0.1", 0)
-    try:
-        yield int(srv.sockets[0].getsockname()[1])
-    finally:
-        srv.close()
-        await srv.wait_closed()
+    async with serving(echo) as port:
+        yield port
 
 
 async def round_trip(port: int, payload: bytes) -> bytes:
@@ -109,11 +105,10 @@ def streams(path: Path, *, torn_tail: bool = False,
     return out
 
 
-async def test_forward_record_writes_both_legs_with_the_relayed_bytes(tmp_path: Path) -> None:
-    path = tmp_path / "fwd.pcapng"
-    payload = os.urandom(300_000)
-    events: list[wirekit.net.forward.ConnectionEnded] = []  # type: ignore[name-defined]
-    rec = Recorder(path)
+async def forward_round_trip(rec: Recorder, payload: bytes) -> tuple[int, int]:
+    """``payload`` through a recorded forward to an echo server and back, until the forward
+    reports the connection ended; the forward's and the echo server's ports."""
+    events: list[object] = []
     async with echo_server() as port:
         fwd = await wirekit.forward(":0", f"127.0.0.1:{port}", record=rec,
                                     on_event=events.append)
@@ -122,10 +117,17 @@ async def test_forward_record_writes_both_legs_with_the_relayed_bytes(tmp_path: 
             await asyncio.wait_for(_until(lambda: events), 10)
         finally:
             await fwd.aclose(0)
+    return fwd.address.port, port
+
+
+async def test_forward_record_writes_both_legs_with_the_relayed_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "fwd.pcapng"
+    payload = os.urandom(300_000)
+    rec = Recorder(path)
+    lport, port = await forward_round_trip(rec, payload)
     rec.close()
     assert rec.dropped == 0 and rec.error is None and rec.packets > 0
     flows = streams(path)
-    lport = fwd.address.port
     client_up = [v for (s, d), v in flows.items() if d == ("127.0.0.1", lport)]
     target_up = [v for (s, d), v in flows.items() if d == ("127.0.0.1", port)]
     target_down = [v for (s, d), v in flows.items() if s == ("127.0.0.1", port)]
@@ -153,21 +155,19 @@ async def test_record_reset_connection_ends_with_rst(tmp_path: Path) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
         w.transport.abort()
 
-    srv = await asyncio.start_server(reset_after_read, "127.0.0.1", 0)
-    port = srv.sockets[0].getsockname()[1]
     events: list[object] = []
     with Recorder(path) as rec:
-        fwd = await wirekit.forward(":0", f"127.0.0.1:{port}", record=rec,
-                                    on_event=events.append)
-        r, w = await asyncio.open_connection("127.0.0.1", fwd.address.port)
-        w.write(b"hello")
-        await w.drain()
-        with contextlib.suppress(ConnectionError):
-            await asyncio.wait_for(r.read(), 10)
-        w.close()
-        await asyncio.wait_for(_until(lambda: events), 10)
-        await fwd.aclose(0)
-        srv.close()
+        async with serving(reset_after_read) as port:
+            fwd = await wirekit.forward(":0", f"127.0.0.1:{port}", record=rec,
+                                        on_event=events.append)
+            r, w = await asyncio.open_connection("127.0.0.1", fwd.address.port)
+            w.write(b"hello")
+            await w.drain()
+            with contextlib.suppress(ConnectionError):
+                await asyncio.wait_for(r.read(), 10)
+            w.close()
+            await asyncio.wait_for(_until(lambda: events), 10)
+            await fwd.aclose(0)
     assert events[0].reason == "reset"  # type: ignore[attr-defined]
     flags = [decode_frame(p.data).flags for p in packets(path)]
     assert sum(1 for f in flags if f & RST) == 2  # one per leg
@@ -205,15 +205,7 @@ async def test_overflowing_queue_counts_drops_and_never_blocks(tmp_path: Path) -
     path = tmp_path / "drops.pcapng"
     payload = os.urandom(200_000)
     rec = Recorder(path, queue_size=2, max_bytes=1)  # no payload fits: every data chunk drops
-    events: list[object] = []
-    async with echo_server() as port:
-        fwd = await wirekit.forward(":0", f"127.0.0.1:{port}", record=rec,
-                                    on_event=events.append)
-        try:
-            assert await round_trip(fwd.address.port, payload) == payload
-            await asyncio.wait_for(_until(lambda: events), 10)
-        finally:
-            await fwd.aclose(0)
+    await forward_round_trip(rec, payload)
     rec.close()
     assert rec.dropped > 0 and rec.dropped_events > 0
     assert "dropped" in rec.summary()

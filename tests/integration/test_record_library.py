@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import wirekit
-from conftest import PKI
+from conftest import PKI, serving
 from wirekit.capture.recorder import Recorder
 from wirekit.errors import CertificateError, ConnectionReset, UsageError
 from wirekit.net.udp import open_udp, udp_request
@@ -119,17 +119,6 @@ async def test_connect_record_close_writes_the_fins_client_first(
     assert data(segs, port, sent=False) == payload
     assert [f for d, f, _ in story(segs, port) if "F" in f or "R" in f] == ["F", "F"]
     assert story(segs, port)[-2:] == [(">", "F", b""), ("<", "F", b"")]
-
-
-@contextlib.asynccontextmanager
-async def serving(handle) -> AsyncIterator[int]:  # type: ignore[no-untyped-def]
-    """An asyncio server on an ephemeral loopback port running ``handle``."""
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 @contextlib.asynccontextmanager

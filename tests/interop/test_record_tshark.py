@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import wirekit
-from conftest import need_peer
+from conftest import need_peer, serving
 from wirekit.capture.recorder import Recorder
 from wirekit.pcapng import read
 
@@ -70,12 +70,8 @@ async def upper_server() -> AsyncIterator[int]:
         await w.drain()
         w.close()
 
-    srv = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield int(srv.sockets[0].getsockname()[1])
-    finally:
-        srv.close()
-        await srv.wait_closed()
+    async with serving(serve) as port:
+        yield port
 
 
 async def client(port: int, payload: bytes) -> tuple[int, bytes]:
@@ -190,12 +186,8 @@ async def http_target() -> AsyncIterator[int]:
             await w.drain()
         w.close()
 
-    srv = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield int(srv.sockets[0].getsockname()[1])
-    finally:
-        srv.close()
-        await srv.wait_closed()
+    async with serving(serve) as port:
+        yield port
 
 
 def _pki(tmp_path: Path) -> tuple[Path, Path, Path]:
