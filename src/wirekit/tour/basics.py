@@ -13,6 +13,7 @@ from wirekit.tour.recording import DEFAULT_PATH
 if TYPE_CHECKING:
     from wirekit.address import Address
     from wirekit.capture.recorder import Recorder
+    from wirekit.net.stream import Connection
 
 __all__ = ["raw_http", "tcp_time", "udp_time"]
 
@@ -21,6 +22,20 @@ def _check_ctime(reply: bytes) -> str:
     text = reply.decode().strip()
     time.strptime(text, "%a %b %d %H:%M:%S %Y")  # raises ValueError if it is not ctime()
     return text
+
+
+async def ask_time(n: Narrator, conn: Connection) -> tuple[str, bytes]:
+    """Send ``GET TIME`` on ``conn`` and narrate both ways: the server's time and its reply
+    as it came (an AssertionError, which the tour reports as a failed step, if the reply is
+    not a ctime())."""
+    await conn.send(b"GET TIME")
+    n.sent(b"GET TIME")
+    reply = await conn.recv(timeout=5)
+    n.received(reply, "server")
+    try:
+        return _check_ctime(reply), reply
+    except ValueError:
+        raise AssertionError(f"expected a time.ctime() reply, got {reply!r}") from None
 
 
 def _recorder(n: Narrator) -> Recorder | None:
@@ -44,14 +59,7 @@ async def tcp_time(n: Narrator) -> None:
         n.command(f"wirekit connect {server.address.hostport} --send 'GET TIME' --no-stdin")
         async with await wirekit.connect(server.address) as conn:
             n.say(f"connected from {conn.local.hostport} to {conn.peer.hostport}")
-            await conn.send(b"GET TIME")
-            n.sent(b"GET TIME")
-            reply = await conn.recv(timeout=5)
-            n.received(reply, "server")
-            try:
-                stamp = _check_ctime(reply)
-            except ValueError:
-                raise AssertionError(f"expected a time.ctime() reply, got {reply!r}") from None
+            stamp, _ = await ask_time(n, conn)
             n.ok(f"the server's clock says {stamp}")
 
             n.step("Send END: the server closes the connection")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import wirekit
 from wirekit.net.forward import ConnectionEnded, ConnInfo
 from wirekit.net.relay import DOWNSTREAM, UPSTREAM, Tap
-from wirekit.tour.basics import _check_ctime
+from wirekit.tour.basics import ask_time
 from wirekit.tour.narrator import Narrator
 
 __all__ = ["Chunk", "Recorder", "forwarded_time", "show_chunk"]
@@ -94,14 +94,7 @@ async def _talk(n: Narrator, via: str) -> bytes:
     n.step("The client talks to the forward as if it were the service")
     n.command(f"wirekit connect {via} --send 'GET TIME' --no-stdin")
     async with await wirekit.connect(f"tcp://{via}") as conn:
-        await conn.send(b"GET TIME")
-        n.sent(b"GET TIME")
-        reply: bytes = await conn.recv(timeout=5)
-        n.received(reply, "server")
-        try:
-            stamp = _check_ctime(reply)
-        except ValueError:
-            raise AssertionError(f"expected a time.ctime() reply, got {reply!r}") from None
+        stamp, reply = await ask_time(n, conn)
         n.ok(f"the service answered through the forward: {stamp}")
         await conn.send(b"END")
         n.sent(b"END")

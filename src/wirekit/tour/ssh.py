@@ -22,7 +22,7 @@ from typing import Any
 import wirekit
 from wirekit import ssh as wirekit_ssh
 from wirekit.net.relay import DOWNSTREAM, UPSTREAM
-from wirekit.tour.basics import _check_ctime
+from wirekit.tour.basics import ask_time
 from wirekit.tour.forwarding import Chunk, Recorder, show_chunk
 from wirekit.tour.narrator import Narrator, SectionSkipped
 
@@ -116,14 +116,7 @@ async def _through_tunnel(n: Narrator, d: Path, fingerprint: str, wire: Recorder
             n.say(f"tunnel: {next(e for e in events if e.kind == 'open').message}, "
                   "a direct-tcpip channel in the SSH session")
             sent_at = len(wire.chunks)
-            await conn.send(b"GET TIME")
-            n.sent(b"GET TIME")
-            reply = await conn.recv(timeout=5)
-            n.received(reply, "server")
-            try:
-                stamp = _check_ctime(reply)
-            except ValueError:
-                raise AssertionError(f"expected a time.ctime() reply, got {reply!r}") from None
+            stamp, reply = await ask_time(n, conn)
             n.ok(f"the time service answered through SSH: {stamp}")
             await conn.send(b"END")
             n.sent(b"END")

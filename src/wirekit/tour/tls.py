@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import wirekit
 from wirekit.errors import CertificateError
 from wirekit.tls import certs
-from wirekit.tour.basics import _check_ctime
+from wirekit.tour.basics import _check_ctime, ask_time
 from wirekit.tour.narrator import Narrator
 from wirekit.tour.recording import DEFAULT_PATH
 
@@ -96,14 +96,7 @@ async def _ask_time(n: Narrator, port: int, ca: Path) -> None:
         sslobj = conn.writer.get_extra_info("ssl_object")
         n.say(f"{sslobj.version()} with {sslobj.cipher()[0]}; the certificate is trusted "
               "and carries the name 'localhost'")
-        await conn.send(b"GET TIME")
-        n.sent(b"GET TIME")
-        reply = await conn.recv(timeout=5)
-        n.received(reply, "server")
-        try:
-            stamp = _check_ctime(reply)
-        except ValueError:
-            raise AssertionError(f"expected a time.ctime() reply, got {reply!r}") from None
+        stamp, _ = await ask_time(n, conn)
         n.ok(f"the server's clock says {stamp}, and nobody on the way could read or change it")
 
 
