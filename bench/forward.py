@@ -181,7 +181,8 @@ def subjects(opts: Options) -> list[Subject]:
 # -- measurements ---------------------------------------------------------------------------
 
 
-def _iperf(port: int, streams: int, duration: float) -> float:
+def iperf(port: int, streams: int, duration: float) -> float:
+    """iperf3's received Gbit/s through ``port`` (3 tries: a busy server is retried)."""
     path = tool("iperf3")
     if path is None:
         raise BenchError("iperf3 is not installed")
@@ -242,13 +243,9 @@ def _memory(s: Started, pairs: int) -> dict[str, float]:
             "relay_procs": float(count)}
 
 
-def measurements(opts: Options) -> list[Measurement]:
-    d = opts.duration
-
-    def thr(streams: int) -> Measurement:
-        return Measurement(f"iperf3 -P {streams}",
-                           lambda s: {f"thr{streams}_gbps": _iperf(s.ports["iperf"], streams, d)})
-
+def latency_and_rate(d: float) -> list[Measurement]:
+    """1-byte ping-pong latency and the connection rate through the subject's ``echo`` port,
+    ``d`` seconds each (loadgen)."""
     def ping(s: Started) -> dict[str, float]:
         r = loadgen("pingpong", s.ports["echo"], "--duration", f"{d:g}")
         return {"p50_us": r["p50_us"], "p99_us": r["p99_us"]}
@@ -257,12 +254,21 @@ def measurements(opts: Options) -> list[Measurement]:
         r = loadgen("connrate", s.ports["echo"], "--duration", f"{d:g}", "--concurrency", "16")
         return {"conn_per_s": r["conn_per_s"], "conn_errors": r["errors"]}
 
+    return [Measurement("1-byte ping-pong", ping), Measurement("connection rate", conn)]
+
+
+def measurements(opts: Options) -> list[Measurement]:
+    d = opts.duration
+
+    def thr(streams: int) -> Measurement:
+        return Measurement(f"iperf3 -P {streams}",
+                           lambda s: {f"thr{streams}_gbps": iperf(s.ports["iperf"], streams, d)})
+
     return [
         Measurement(f"memory at {opts.pairs} idle pairs", lambda s: _memory(s, opts.pairs),
                     applies=lambda name: name != "direct", repeat=False),
         thr(1), thr(4),
-        Measurement("1-byte ping-pong", ping),
-        Measurement("connection rate", conn),
+        *latency_and_rate(d),
     ]
 
 

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bench import forward as plain
-from bench.harness import BenchError, Proc, _tree, cleanup, free_port, loadgen, tool, workdir
+from bench.harness import BenchError, Proc, _tree, cleanup, free_port, tool, workdir
 from bench.suite import Measurement, Options, Started, Subject, run_suite
 from bench.table import Column, Target, check_targets, format_table
 
@@ -187,22 +187,13 @@ def measurements(opts: Options) -> list[Measurement]:
     d = opts.duration
 
     def thr(s: Started) -> dict[str, float]:
-        return {"thr1_gbps": plain._iperf(s.ports["iperf"], 1, d)}
-
-    def ping(s: Started) -> dict[str, float]:
-        r = loadgen("pingpong", s.ports["echo"], "--duration", f"{d:g}")
-        return {"p50_us": r["p50_us"], "p99_us": r["p99_us"]}
-
-    def conn(s: Started) -> dict[str, float]:
-        r = loadgen("connrate", s.ports["echo"], "--duration", f"{d:g}", "--concurrency", "16")
-        return {"conn_per_s": r["conn_per_s"], "conn_errors": r["errors"]}
+        return {"thr1_gbps": plain.iperf(s.ports["iperf"], 1, d)}
 
     return [
         Measurement(f"memory at {opts.pairs} idle pairs", lambda s: _memory(s, opts.pairs),
                     applies=lambda name: name != "direct", repeat=False),
         Measurement("iperf3 -P 1", thr),
-        Measurement("1-byte ping-pong", ping),
-        Measurement("connection rate", conn),
+        *plain.latency_and_rate(d),
     ]
 
 

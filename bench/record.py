@@ -20,44 +20,21 @@ packets recorded and the file size.  Target (issue 6): ``forward --record`` >= 0
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 from statistics import median
 
 from bench.echo import wirekit_argv
-from bench.harness import BenchError, Proc, cleanup, free_port, tool, workdir
+from bench.forward import iperf
+from bench.harness import Proc, cleanup, free_port, tool, workdir
 
 __all__ = ["main"]
 
 
-def _iperf(port: int, duration: float) -> float:
-    path = tool("iperf3")
-    if path is None:
-        raise BenchError("iperf3 is not installed")
-    argv = [path, "-c", "127.0.0.1", "-p", str(port), "-t", f"{duration:g}", "-J"]
-    last = ""
-    for _ in range(3):
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 20,
-                              check=False)
-        try:
-            report = json.loads(done.stdout)
-        except json.JSONDecodeError:
-            last = done.stdout[-300:] + done.stderr[-300:]
-        else:
-            if "error" not in report:
-                return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
-            last = report["error"]
-        time.sleep(0.5)
-    raise BenchError(f"iperf3 failed: {last}")
-
-
 def _one(name: str, target: int, duration: float, record: Path | None) -> dict[str, float]:
     if name == "direct":
-        return {"gbps": _iperf(target, duration)}
+        return {"gbps": iperf(target, 1, duration)}
     port = free_port()
     argv = wirekit_argv("forward", "-q", f"127.0.0.1:{port}", f"127.0.0.1:{target}")
     if record is not None:
@@ -65,7 +42,7 @@ def _one(name: str, target: int, duration: float, record: Path | None) -> dict[s
                             "--record", str(record))
     proc = Proc(name, argv, port).start()
     try:
-        gbps = _iperf(port, duration)
+        gbps = iperf(port, 1, duration)
     finally:
         proc.stop(timeout=60)
     row: dict[str, float] = {"gbps": gbps}
