@@ -5,62 +5,19 @@ process, the CLI as subprocesses.  Every key and certificate is made in the test
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import ssl
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import wirekit
-from conftest import wait_for
+from conftest import PKI, wait_for
 from wirekit.errors import CertificateError, TLSError, UsageError
 from wirekit.net.server import ConnectionEvent
-from wirekit.tls import certs
-
-NOW = dt.datetime.now(dt.UTC)
-DAY = dt.timedelta(days=1)
-
-
-@dataclass(frozen=True)
-class PKI:
-    ca: Path  # root that signs the server and the good client
-    server: tuple[Path, Path]
-    wrong_host: tuple[Path, Path]
-    self_signed: tuple[Path, Path]
-    client: tuple[Path, Path]
-    client_expired: tuple[Path, Path]
-    client_stranger: tuple[Path, Path]  # issued by a CA the server does not trust
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    d = tmp_path_factory.mktemp("pki")
-    ca = certs.LocalCA.init(d / "ca", common_name="Test Root")
-    stranger = certs.LocalCA.init(d / "stranger", common_name="Stranger Root")
-
-    def pair(issued: certs.Issued) -> tuple[Path, Path]:
-        return issued.cert_path, issued.key_path
-
-    key = certs.generate_key()
-    leaf = certs.new_leaf(["localhost", "127.0.0.1"], key, issuer=None, issuer_key=key)
-    self_signed = (certs.write_certificates(d / "self.pem", [leaf]),
-                   certs.write_private_key(d / "self-key.pem", key))
-    return PKI(
-        ca=ca.cert_path,
-        server=pair(ca.issue(["localhost", "127.0.0.1"], d / "server")),
-        wrong_host=pair(ca.issue(["other.test"], d / "wrong")),
-        self_signed=self_signed,
-        client=pair(ca.issue(["alice"], d / "alice", client=True)),
-        client_expired=pair(ca.issue(["bob"], d / "bob", client=True,
-                                     not_before=NOW - 30 * DAY, not_after=NOW - 3 * DAY)),
-        client_stranger=pair(stranger.issue(["mallory"], d / "mallory", client=True)),
-    )
-
 
 # -- library ------------------------------------------------------------------------------
 
